@@ -1,0 +1,58 @@
+"""Execution backends for ``egru-deploy emulate``: an explicit registry of name -> runner.
+
+A runner takes ``(model_path, x, layout)`` and returns a ``reference.RunResult``.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from egru_deploy import reference
+from egru_deploy.errors import UserError
+
+
+def _float_graph(model_path, layout):
+    """The float graph of a checkpoint/model file, or the float graph kept inside a bundle."""
+    from egru_deploy import bundle
+    from egru_deploy.converters import load_model
+
+    if bundle.is_bundle(model_path):
+        return bundle.load_float_graph(model_path)
+    return load_model(model_path, layout=layout)
+
+
+def _quantized_graph(model_path, backend: str):
+    from egru_deploy import bundle
+
+    if not bundle.is_bundle(model_path):
+        raise UserError(f"{model_path}: backend {backend!r} runs a compiled bundle; "
+                        f"run `egru-deploy compile {model_path} --target ... -o BUNDLE` first")
+    return bundle.load_graph(model_path)
+
+
+def _run_float(model_path, x, layout, output_mode):
+    graph = _float_graph(model_path, layout)
+    if output_mode:
+        graph = replace(graph, output_mode=output_mode)
+    return reference.run_float(graph, x)
+
+
+def _run_reference(model_path, x, layout, output_mode):
+    graph = _quantized_graph(model_path, "reference")
+    if output_mode:
+        graph = replace(graph, output_mode=output_mode)
+    return reference.run(graph, x)
+
+
+BACKENDS = {
+    "float": _run_float,
+    "reference": _run_reference,
+}
+
+
+def run_backend(name: str, model_path, x, output_mode=None, layout=None) -> reference.RunResult:
+    if name not in BACKENDS:
+        raise UserError(f"--backend: unknown backend {name!r} (expected one of {', '.join(BACKENDS)})")
+    if not Path(model_path).exists():
+        raise UserError(f"{model_path}: no such file or directory")
+    return BACKENDS[name](model_path, x, layout, output_mode)

@@ -1,0 +1,97 @@
+"""Bundle directories: a graph (``graph.json`` + ``weights.npz``), ``bundle.json`` naming the target
+and profile, and whatever artefacts the target writes.  Written atomically: everything goes into a
+temporary sibling directory that is renamed into place only when complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from egru_deploy import __version__, ir
+from egru_deploy.errors import UserError
+
+BUNDLE_JSON = "bundle.json"
+BUNDLE_SCHEMA_VERSION = 1
+
+
+class BundleError(UserError):
+    """A bundle is missing, malformed or for something else. The message is one line."""
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    return Path(path, BUNDLE_JSON).is_file()
+
+
+@contextlib.contextmanager
+def writing(out_dir: str | os.PathLike):
+    """Yield a temporary directory; on success it replaces ``out_dir`` whole, on error it vanishes."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+            os.replace(out, old / "d")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(directory: Path, target: str | None, profile: str | None, extra: dict | None = None) -> None:
+    doc = {
+        "format": "egru-deploy-bundle",
+        "schema_version": BUNDLE_SCHEMA_VERSION,
+        "egru_deploy_version": __version__,
+        "target": target,
+        "profile": profile,
+        **(extra or {}),
+    }
+    (directory / BUNDLE_JSON).write_text(json.dumps(doc, indent=1))
+
+
+def read_manifest(directory: str | os.PathLike, expect_target: str | None = None) -> dict:
+    path = Path(directory, BUNDLE_JSON)
+    if not path.is_file():
+        raise BundleError(f"{directory}: not a bundle (no {BUNDLE_JSON})")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict) or doc.get("format") != "egru-deploy-bundle":
+        raise BundleError(f"{path}: not an egru-deploy bundle manifest")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version > BUNDLE_SCHEMA_VERSION:
+        raise BundleError(f"{path}: bundle schema_version {version!r} is newer than supported "
+                          f"({BUNDLE_SCHEMA_VERSION}); upgrade egru-deploy or recompile the bundle")
+    if expect_target is not None and doc.get("target") != expect_target:
+        raise BundleError(f"{directory}: bundle was compiled for target {doc.get('target')!r}, "
+                          f"not {expect_target!r}; recompile with --target {expect_target}")
+    return doc
+
+
+def load_graph(directory: str | os.PathLike) -> ir.Graph:
+    read_manifest(directory)
+    return ir.load(directory)
+
+
+FLOAT_DIR = "float"
+
+
+def load_float_graph(directory: str | os.PathLike) -> ir.Graph:
+    """The float graph a bundle was compiled from (kept in ``float/``)."""
+    read_manifest(directory)
+    path = Path(directory, FLOAT_DIR)
+    if not path.is_dir():
+        raise BundleError(f"{directory}: bundle holds no float graph ({FLOAT_DIR}/ missing)")
+    return ir.load(path)

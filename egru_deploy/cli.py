@@ -1,0 +1,115 @@
+"""The ``egru-deploy`` command line: thin click wrappers over library functions.
+
+Every user error (``egru_deploy.errors.UserError``) ends the command with exit code 2 and one line.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from egru_deploy import __version__
+from egru_deploy.errors import UserError
+
+
+def user_errors(fn):
+    """Turn a UserError into ``error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _read_layout(layout: str | None) -> dict | None:
+    if layout is None:
+        return None
+    try:
+        doc = json.loads(Path(layout).read_text()) if Path(layout).is_file() else json.loads(layout)
+    except (json.JSONDecodeError, OSError) as e:
+        raise UserError(f"--layout: expected a JSON object or a JSON file, could not read it ({e})") from None
+    if not isinstance(doc, dict):
+        raise UserError("--layout: expected a JSON object mapping roles to state_dict keys")
+    return doc
+
+
+def _load_input(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="egru-deploy")
+def main():
+    """Deploy trained EGRU networks onto neuromorphic chips (Loihi 2, SpiNNaker2)."""
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file); see README.")
+@user_errors
+def inspect(model, as_json, layout):
+    """Show layers, sizes, parameters and threshold statistics of MODEL."""
+    from egru_deploy.converters import load_model
+    from egru_deploy.report import print_summary
+
+    graph = load_model(model, layout=_read_layout(layout))
+    summary = graph.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        print_summary(summary, title=str(model))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Input .npy: float (B,T,I)/(T,I) or tokens (B,T)/(T,).")
+@click.option("--output", "output_path", required=True, type=click.Path(), help="Output .npy (float32).")
+@click.option("--backend", default="float", show_default=True,
+              help="float | reference | hwsim | lava | qemu (the last four need a compiled bundle).")
+@click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
+              help="Override the model's output mode.")
+@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@user_errors
+def emulate(model, input_path, output_path, backend, output_mode, layout):
+    """Run MODEL (checkpoint, model file or bundle) on an input array and save the output."""
+    from egru_deploy.backends import run_backend
+    from egru_deploy.report import print_event_stats
+
+    x = _load_input(input_path)
+    result = run_backend(backend, model, x, output_mode=output_mode, layout=_read_layout(layout))
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial.npy")
+    np.save(tmp, result.output.astype(np.float32))
+    tmp.replace(out)
+    print_event_stats(result, backend)
+
+
+@main.command()
+@click.option("--task", type=click.Choice(["digits"]), default="digits", show_default=True)
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="Checkpoint to write (.pt).")
+@click.option("--hidden", default=128, show_default=True, help="Units per EGRU layer.")
+@click.option("--layers", default=1, show_default=True, help="Number of EGRU layers.")
+@click.option("--epochs", default=60, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def train(task, output_path, hidden, layers, epochs, seed):
+    """Train an EGRU classifier on a bundled real data set and save it (EvNN state_dict layout)."""
+    from egru_deploy.train import train_digits
+
+    summary = train_digits(output_path, hidden=hidden, layers=layers, epochs=epochs, seed=seed)
+    click.echo(f"test accuracy {summary['test_accuracy']:.2%}  activity sparsity "
+               f"{summary['test_sparsity']:.2%}  -> {output_path}")

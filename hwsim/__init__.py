@@ -1,0 +1,1 @@
+"""Bit-accurate emulators of the targets, one module per chip."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Idempotent set-up: virtual environment, CPU torch, the project, then the optional real components
+# (Lava, the ARM toolchain and QEMU) that the targets and their tests use.
+set -euo pipefail
+VENV=${1:-.venv}
+cd "$(dirname "$0")/.."
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PIP="$VENV/bin/pip"
+"$PIP" install -q --upgrade pip
+# torch first and pinned: an open range would pull a multi-GB CUDA build.
+"$PIP" install -q "torch==2.13.0" "numpy==1.26.4"
+"$PIP" install -q -e ".[dev]" "numpy==1.26.4"

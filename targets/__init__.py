@@ -1,0 +1,1 @@
+"""Deployment targets: each consumes a quantized IR and writes its artefacts into a bundle."""

@@ -1,9 +1,9 @@
 """Reference interpreters of the IR.
 
-``run_float`` executes a float graph in NumPy (float32, batched).  ``run`` dispatches on the
-graph: float graphs go to ``run_float``; quantized graphs go to the integer interpreter of
-their profile (``egru_deploy.intref``), which is the specification every hardware path must
-equal bit for bit.
+``run_float`` executes a float graph in NumPy (float32, batched).  ``run_int`` executes a quantized
+graph with exactly its profile's integer arithmetic (``egru_deploy.profiles`` states the rules):
+it is the specification that hwsim, Lava and the SpiNNaker2 PE program must equal bit for bit.
+``run`` dispatches on the graph.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from egru_deploy.ir import EGRU, Embedding, Graph, IRError, Linear
+from egru_deploy.ir import EGRU, Embedding, Graph, IRError, Linear, QType
+from egru_deploy.profiles import Profile, get_profile, rshift_round, saturate
 
 TRACE_DECAY = np.float32(0.9)
 
@@ -23,8 +24,10 @@ class RunResult:
     output: np.ndarray  # float32: (B, T, O) sequence, (B, O) last/mean
     events: list[np.ndarray] = field(default_factory=list)  # per EGRU layer: (B, T) counts
     hidden: list[int] = field(default_factory=list)  # per EGRU layer: H
-    saturations: dict[str, int] = field(default_factory=dict)  # integer runs only
+    saturations: dict[str, int] = field(default_factory=dict)  # integer runs: "layer<i>.<where>" -> count
     sequence: np.ndarray | None = None  # (B, T, O) before the output mode is applied
+    int_sequence: np.ndarray | None = None  # integer runs: (B, T, O) raw integers of the last layer
+    layer_events: list[np.ndarray] = field(default_factory=list)  # per EGRU layer (B, T, H): y (float) or payloads (int)
 
     def sparsity(self) -> float:
         """Fraction of zero events over all EGRU units, steps and batch entries."""
@@ -121,6 +124,7 @@ def run_float(graph: Graph, x: np.ndarray) -> RunResult:
             y, trace, counts = egru_layer_float(layer, x)
             result.events.append(counts)
             result.hidden.append(layer.hidden)
+            result.layer_events.append(y)
             x = trace if layer.use_trace else y
         elif isinstance(layer, Linear):
             x = (x @ layer.weight.T + layer.bias).astype(np.float32)
@@ -131,10 +135,125 @@ def run_float(graph: Graph, x: np.ndarray) -> RunResult:
     return result
 
 
+# --------------------------------------------------------------------------- integer specification
+
+
+def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """Host side: float features -> input events (B, T, I) int64, or token embedding lookup."""
+    profile = get_profile(graph.profile)
+    x = check_input(graph, x)
+    first = graph.layers[0]
+    if isinstance(first, Embedding):
+        return first.weight.astype(np.int64)[x]
+    q = first.quant.input
+    return saturate(np.round(x.astype(np.float64) * 2.0 ** q.frac), profile.event_bits)
+
+
+def int_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact integer x @ w. Summed in float64, exact while |sum| < 2**53 (quantize checks the bound)."""
+    return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+
+
+@dataclass
+class EGRUIntState:
+    c: np.ndarray  # cell state, format F
+    events: np.ndarray  # last events (payload format E)
+    trace: np.ndarray  # trace, format E
+
+
+def egru_int_state(batch: int, hidden: int) -> EGRUIntState:
+    zeros = np.zeros((batch, hidden), np.int64)
+    return EGRUIntState(zeros, zeros.copy(), zeros.copy())
+
+
+def egru_neuron_update(profile: Profile, layer: EGRU, acc_x: np.ndarray, acc_h: np.ndarray,
+                       state: EGRUIntState, sat: dict) -> np.ndarray:
+    """One step of the EGRU neurons given the raw input and recurrent sums; updates ``state``.
+
+    ``acc_x = x_events @ kernel`` and ``acc_h = previous_events @ recurrent_kernel`` (exact sums).
+    Returns the boolean spike mask; the new events and trace are left in ``state``.
+    """
+    q = layer.quant
+    f = profile.state_frac
+    h = layer.hidden
+    one = np.int64(1) << np.int64(f)
+    act = profile.activation
+    acc_x = saturate(acc_x, profile.acc_bits, sat, "accumulator")
+    acc_h = saturate(acc_h, profile.acc_bits, sat, "accumulator")
+    gx = rshift_round(acc_x, q.input.frac + q.kernel.frac - f) + layer.bias
+    gh = rshift_round(acc_h, profile.event_frac + q.recurrent_kernel.frac - f) + layer.recurrent_bias
+    z = act.sigmoid(saturate(gx[:, :h] + gh[:, :h], profile.state_bits, sat, "state"), f)
+    r = act.sigmoid(saturate(gx[:, h:2 * h] + gh[:, h:2 * h], profile.state_bits, sat, "state"), f)
+    a_g = gx[:, 2 * h:] + rshift_round(r * gh[:, 2 * h:], f)
+    g = act.tanh(saturate(a_g, profile.state_bits, sat, "state"), f)
+    # c' = z*c + (1-z)*g written with one multiply: c + (1-z)*(g-c)
+    c_new = saturate(state.c + rshift_round((one - z) * (g - state.c), f), profile.state_bits, sat, "state")
+    fired = c_new > layer.thr
+    state.c = np.where(fired, c_new - layer.thr, c_new)
+    y = np.where(fired, c_new, 0)
+    state.events = saturate(rshift_round(y, f - profile.event_frac), profile.event_bits, sat, "event")
+    state.trace = state.trace + rshift_round(profile.trace_gain * (state.events - state.trace), f)
+    return fired
+
+
+def egru_layer_int(profile: Profile, layer: EGRU, x: np.ndarray, sat: dict):
+    """Run one quantized EGRU layer on input events x (B, T, I) int64.
+
+    Returns events and traces (B, T, H) int64 and spike counts (B, T).
+    """
+    b, t_steps, _ = x.shape
+    h = layer.hidden
+    acc_x_all = int_matmul(x, layer.kernel)
+    state = egru_int_state(b, h)
+    events = np.empty((b, t_steps, h), np.int64)
+    traces = np.empty((b, t_steps, h), np.int64)
+    counts = np.empty((b, t_steps), np.int64)
+    for t in range(t_steps):
+        acc_h = int_matmul(state.events, layer.recurrent_kernel)
+        fired = egru_neuron_update(profile, layer, acc_x_all[:, t], acc_h, state, sat)
+        events[:, t], traces[:, t] = state.events, state.trace
+        counts[:, t] = fired.sum(axis=1)
+    return events, traces, counts
+
+
+def linear_int(profile: Profile, layer: Linear, x: np.ndarray, sat: dict) -> np.ndarray:
+    """Quantized readout: exact sum, saturate to the accumulator, rescale, add bias, ReLU, saturate."""
+    q = layer.quant
+    acc = saturate(int_matmul(x, layer.weight.T), profile.acc_bits, sat, "accumulator")
+    out = rshift_round(acc, q.input.frac + q.weight.frac - q.output.frac) + layer.bias
+    if layer.relu:
+        out = np.maximum(out, 0)
+    return saturate(out, q.output.bits, sat, "output")
+
+
+def run_int(graph: Graph, x: np.ndarray) -> RunResult:
+    """The integer specification: run a quantized graph with its profile's exact arithmetic."""
+    if not graph.quantized:
+        raise IRError("run_int: graph is not quantized; compile it for a target first")
+    profile = get_profile(graph.profile)
+    values = quantize_input(graph, x)
+    out_q = None
+    result = RunResult(output=np.empty(0, np.float32))
+    per_layer: dict[str, dict[str, int]] = {}
+    for i, layer in enumerate(graph.layers):
+        sat = per_layer.setdefault(f"layer{i}", {})
+        if isinstance(layer, EGRU):
+            events, traces, counts = egru_layer_int(profile, layer, values, sat)
+            result.events.append(counts)
+            result.hidden.append(layer.hidden)
+            result.layer_events.append(events)
+            values = traces if layer.use_trace else events
+            out_q = QType(profile.event_bits, profile.event_frac)
+        elif isinstance(layer, Linear):
+            values = linear_int(profile, layer, values, sat)
+            out_q = layer.quant.output
+    result.saturations = {f"{name}.{kind}": n for name, counts in per_layer.items() for kind, n in counts.items()}
+    result.int_sequence = values
+    result.sequence = out_q.to_float(values)
+    result.output = apply_output_mode(result.sequence, graph.output_mode)
+    return result
+
+
 def run(graph: Graph, x: np.ndarray) -> RunResult:
     """Run any graph: the float interpreter, or the integer interpreter of its profile."""
-    if not graph.quantized:
-        return run_float(graph, x)
-    from egru_deploy import intref  # the integer specification; imported lazily to keep float runs light
-
-    return intref.run_int(graph, x)
+    return run_int(graph, x) if graph.quantized else run_float(graph, x)

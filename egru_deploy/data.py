@@ -1,0 +1,127 @@
+"""The digits task: scikit-learn's bundled ``load_digits`` (1,797 real 8x8 images, offline).
+
+Each image is fed to the network as a sequence: its 8 rows (T=8, I=8, the default) or its 64
+pixels (T=64, I=1). Pixel values 0..16 are scaled to [0, 1]. The train/test split is stratified
+and seeded, so every call with the same seed returns the same arrays.
+
+``evaluate`` runs any IR graph (float or quantized) on the task with the readout mode the shipped
+model was trained with, so training, the demo and quantization reports all report the same numbers.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from egru_deploy.errors import UserError
+
+# Classifier readout averaged over all steps. Checkpoints hold only a state_dict, so converters
+# default to "sequence"; ``evaluate`` applies this mode to the graph.
+DIGITS_OUTPUT_MODE = "mean"
+DIGITS_CLASSES = 10
+LAYOUTS = {"rows": (8, 8), "pixels": (64, 1)}  # layout -> (steps T, features per step I)
+PIXEL_MAX = 16.0
+# The held-out split is part of the task, not of a training run: every model is tested on the same
+# samples, whatever seed it was trained with.
+SPLIT_SEED = 0
+TEST_FRACTION = 0.25
+
+
+class DataError(UserError):
+    """A data file (test split, calibration set) is missing or malformed. The message is one line."""
+
+
+def digits_sequences(layout: str = "rows") -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 digits as float32 sequences (N, T, I) in [0, 1] and int64 labels (N,)."""
+    if layout not in LAYOUTS:
+        raise DataError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    steps, features = LAYOUTS[layout]
+    x = (digits.data / PIXEL_MAX).astype(np.float32).reshape(-1, steps, features)
+    return x, digits.target.astype(np.int64)
+
+
+def digits_split(seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION, layout: str = "rows"):
+    """Stratified, seeded split: ``(x_train, y_train, x_test, y_test)``."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = digits_sequences(layout)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, stratify=y, random_state=seed)
+    return x_train, y_train, x_test, y_test
+
+
+def save_split(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
+    """Write ``x`` (N, T, I) float32 and ``y`` (N,) int64 to a compressed ``.npz`` (atomically)."""
+    x, y = _checked(np.asarray(x), np.asarray(y), str(path))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial.npz")
+    try:
+        np.savez_compressed(tmp, x=x, y=y)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a split written by :func:`save_split`; raise :class:`DataError` if it is not one."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: expected an .npz archive with keys 'x' and 'y', got a single .npy array")
+        with loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {missing}; expected 'x' (N,T,I) float32 and 'y' (N,) int64, "
+                        f"found {sorted(arrays)}")
+    x, y = arrays["x"], arrays["y"]
+    return _checked(x, y, str(path))
+
+
+def _checked(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{where}: 'x' must be float32, got dtype {x.dtype}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise DataError(f"{where}: 'x' must have shape (N,T,I) with N, T, I >= 1, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{where}: 'x' contains NaN or inf")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: 'y' must hold integer labels, got dtype {y.dtype}")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{where}: 'y' must have shape ({x.shape[0]},) to match 'x', got {y.shape}")
+    if y.min() < 0:
+        raise DataError(f"{where}: 'y' holds a negative label ({y.min()})")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def evaluate(graph, x: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy and activity sparsity of a float or quantized graph on (x, y) with DIGITS_OUTPUT_MODE.
+
+    Sparsity is the fraction of zero events over all EGRU units x steps x samples.
+    """
+    from egru_deploy.reference import run
+
+    if len(x) != len(y):
+        raise DataError(f"evaluate: {len(x)} samples but {len(y)} labels")
+    if y.max() >= graph.out_size:
+        raise DataError(f"evaluate: label {y.max()} needs at least {y.max() + 1} outputs, model has {graph.out_size}")
+    result = run(replace(graph, output_mode=DIGITS_OUTPUT_MODE), x)
+    return {
+        "accuracy": float(np.mean(result.output.argmax(axis=1) == y)),
+        "sparsity": result.sparsity(),
+        "layer_sparsity": result.layer_sparsity(),
+        "samples": int(len(y)),
+    }

@@ -1,0 +1,204 @@
+"""Integer profiles of the target chips: the arithmetic each chip really does, as data.
+
+Every integer path (reference interpreter, hwsim, Lava process models, the SpiNNaker2 C PE program)
+implements exactly the primitives defined here.  The rules, stated once:
+
+* Formats.  A value ``v`` in format ``QType(bits, frac)`` is the integer ``round(v * 2**frac)``.
+  Gates, cell state, probabilities and thresholds share one format with ``state_frac`` (F)
+  fractional bits and ``state_bits`` width.  Events (graded spikes / packet payloads) have
+  ``event_frac`` (E <= F) fractional bits and ``event_bits`` width.
+* Rounding.  Every right shift rounds half up: ``rshift_round(x, s) = (x + 2**(s-1)) >> s``
+  (arithmetic shift); ``s <= 0`` is an exact left shift.  Quantizing a float rounds half to even
+  (``np.round``); that happens only at compile time and for input data on the host.
+* Saturation.  Matrix-vector products are summed exactly and then saturated to ``acc_bits``
+  (sums are order-independent, so event-driven hardware may add in any order).  Gate
+  pre-activations and the new cell state saturate to ``state_bits``; event payloads to
+  ``event_bits``.  Every saturation is counted and reported.
+* Weights.  ``weight_bits``-bit signed mantissas with a per-matrix power-of-two scale.  On Loihi 2
+  with 8-bit mixed-sign weights Lava's Dense drops the lowest mantissa bit, so that profile
+  only uses even mantissas (``weight_even``): what the IR holds is what the chip applies.
+* Non-linearities.  ``activation`` gives sigmoid and tanh on integers in format F, returning
+  format F: Loihi 2 uses a piecewise-linear sigmoid of shifts and adds (tanh(a) = 2*sig(2a) - 1),
+  as its microcode neurons can do; SpiNNaker2 uses lookup tables held in PE memory.
+* Schedule.  Each hop between processes (input -> layer, layer -> layer, layer -> readout) costs
+  one time step on the chip (``hop_latency``): Lava's Dense emits at t+1 what it received at t,
+  and a SpiNNaker2 PE consumes at tick t+1 the packets sent at tick t.  Recurrent connections
+  fit that step exactly, so a layer's step t happens at chip step ``t + depth``.  The reference
+  interpreter computes the aligned result; emulators and hardware runs are shifted back by
+  ``latency(graph)`` before they are compared or returned.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from egru_deploy.ir import EGRU, Graph, Linear
+
+TRACE_DECAY = 0.9
+
+
+def rshift_round(x, s: int):
+    """Arithmetic right shift by ``s`` rounding half up; left shift when ``s`` <= 0 (int64)."""
+    x = np.asarray(x, dtype=np.int64)
+    if s > 0:
+        return (x + (np.int64(1) << np.int64(s - 1))) >> np.int64(s)
+    if s < 0:
+        return x << np.int64(-s)
+    return x
+
+
+def saturate(x, bits: int, counter: dict | None = None, key: str = ""):
+    """Clip to the signed ``bits``-bit range, adding the number of clipped values to ``counter[key]``."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = np.asarray(x, dtype=np.int64)
+    if counter is not None:
+        n = int(np.count_nonzero((x < lo) | (x > hi)))
+        if n:
+            counter[key] = counter.get(key, 0) + n
+    return np.clip(x, lo, hi)
+
+
+@dataclass(frozen=True)
+class PiecewiseLinear:
+    """PLAN sigmoid (Amin et al. 1997): slopes 1/4, 1/8, 1/32 as shifts; tanh(a) = 2*sig(2a) - 1."""
+
+    kind = "piecewise_linear"
+
+    def sigmoid(self, a, frac: int):
+        a = np.asarray(a, dtype=np.int64)
+        one = np.int64(1) << np.int64(frac)
+        x = np.minimum(np.abs(a), 5 * one)  # |a| >= 5 saturates; clamping keeps intermediates small
+        y = np.where(
+            x >= 5 * one, one,
+            np.where(x >= _fx(2.375, frac), (x >> 5) + _fx(0.84375, frac),
+                     np.where(x >= one, (x >> 3) + _fx(0.625, frac), (x >> 2) + (one >> 1))))
+        return np.where(a < 0, one - y, y)
+
+    def tanh(self, a, frac: int):
+        one = np.int64(1) << np.int64(frac)
+        return 2 * self.sigmoid(np.asarray(a, dtype=np.int64) * 2, frac) - one
+
+    def describe(self, frac: int) -> dict:
+        return {"kind": self.kind, "segments_abs_x": [0, 1, 2.375, 5],
+                "slopes": [0.25, 0.125, 0.03125, 0], "offsets": [0.5, 0.625, 0.84375, 1.0],
+                "thresholds_int": [0, 1 << frac, int(_fx(2.375, frac)), 5 << frac]}
+
+
+@dataclass(frozen=True)
+class LookupTable:
+    """Tables of ``2**index_bits`` entries over [-x_max, x_max); entry i holds f at the bin centre.
+
+    index = clip((a + x_max) >> (F + log2(x_max) + 1 - index_bits), 0, size - 1).
+    """
+
+    index_bits: int = 10
+    sigmoid_log2_range: int = 3  # sigmoid table covers [-8, 8)
+    tanh_log2_range: int = 2  # tanh table covers [-4, 4)
+
+    kind = "lookup_table"
+
+    def table(self, fn: str, frac: int) -> np.ndarray:
+        return _lut(fn, frac, self.index_bits, self._log2_range(fn))
+
+    def _log2_range(self, fn: str) -> int:
+        return self.sigmoid_log2_range if fn == "sigmoid" else self.tanh_log2_range
+
+    def index(self, a, fn: str, frac: int):
+        log2_range = self._log2_range(fn)
+        shift = frac + log2_range + 1 - self.index_bits
+        offset = np.int64(1) << np.int64(frac + log2_range)
+        idx = (np.asarray(a, dtype=np.int64) + offset) >> np.int64(shift)
+        return np.clip(idx, 0, (1 << self.index_bits) - 1)
+
+    def sigmoid(self, a, frac: int):
+        return self.table("sigmoid", frac)[self.index(a, "sigmoid", frac)]
+
+    def tanh(self, a, frac: int):
+        return self.table("tanh", frac)[self.index(a, "tanh", frac)]
+
+    def describe(self, frac: int) -> dict:
+        return {"kind": self.kind, "entries": 1 << self.index_bits,
+                "sigmoid_range": [-(2 ** self.sigmoid_log2_range), 2 ** self.sigmoid_log2_range],
+                "tanh_range": [-(2 ** self.tanh_log2_range), 2 ** self.tanh_log2_range],
+                "entry_bits": 16, "bytes": 2 * 2 * (1 << self.index_bits)}
+
+
+def _fx(value: float, frac: int) -> np.int64:
+    return np.int64(round(value * (1 << frac)))
+
+
+_LUT_CACHE: dict = {}
+
+
+def _lut(fn: str, frac: int, index_bits: int, log2_range: int) -> np.ndarray:
+    key = (fn, frac, index_bits, log2_range)
+    if key not in _LUT_CACHE:
+        n = 1 << index_bits
+        step = 2.0 ** (log2_range + 1) / n
+        centres = -(2.0 ** log2_range) + (np.arange(n) + 0.5) * step
+        values = 1 / (1 + np.exp(-centres)) if fn == "sigmoid" else np.tanh(centres)
+        table = np.round(values * (1 << frac)).astype(np.int64)
+        table.setflags(write=False)
+        _LUT_CACHE[key] = table
+    return _LUT_CACHE[key]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    chip: str
+    weight_bits: int
+    weight_even: bool
+    acc_bits: int
+    state_bits: int
+    state_frac: int
+    event_bits: int
+    event_frac: int
+    activation: PiecewiseLinear | LookupTable
+    hop_latency: int = 1
+
+    @cached_property
+    def trace_gain(self) -> int:
+        """(1 - TRACE_DECAY) in format F: trace += rshift_round(trace_gain * (event - trace), F)."""
+        return int(round((1 - TRACE_DECAY) * (1 << self.state_frac)))
+
+    @property
+    def weight_max(self) -> int:
+        return (1 << (self.weight_bits - 1)) - (2 if self.weight_even else 1)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "chip": self.chip,
+            "weights": f"int{self.weight_bits} mantissa, power-of-two scale per matrix"
+                       + (", even mantissas only (Lava Dense drops the LSB)" if self.weight_even else ""),
+            "accumulator_bits": self.acc_bits, "state_bits": self.state_bits, "state_frac": self.state_frac,
+            "event_bits": self.event_bits, "event_frac": self.event_frac,
+            "activation": self.activation.describe(self.state_frac), "hop_latency": self.hop_latency,
+        }
+
+
+LOIHI2 = Profile(
+    name="loihi2", chip="Intel Loihi 2", weight_bits=8, weight_even=True, acc_bits=24, state_bits=24,
+    state_frac=12, event_bits=24, event_frac=8, activation=PiecewiseLinear())
+
+SPINNAKER2 = Profile(
+    name="spinnaker2", chip="SpiNNaker2", weight_bits=8, weight_even=False, acc_bits=32, state_bits=32,
+    state_frac=12, event_bits=32, event_frac=12, activation=LookupTable())
+
+PROFILES = {p.name: p for p in (LOIHI2, SPINNAKER2)}
+
+
+def get_profile(name: str) -> Profile:
+    from egru_deploy.errors import UserError
+
+    if name not in PROFILES:
+        raise UserError(f"unknown profile/target {name!r} (expected one of {', '.join(PROFILES)})")
+    return PROFILES[name]
+
+
+def latency(graph: Graph, profile: Profile) -> int:
+    """Chip steps between an input step and the matching output step (one per hop)."""
+    hops = sum(1 for layer in graph.layers if isinstance(layer, (EGRU, Linear)))  # the embedding is a host lookup
+    return hops * profile.hop_latency

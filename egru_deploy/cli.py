@@ -113,3 +113,50 @@ def train(task, output_path, hidden, layers, epochs, seed):
     summary = train_digits(output_path, hidden=hidden, layers=layers, epochs=epochs, seed=seed)
     click.echo(f"test accuracy {summary['test_accuracy']:.2%}  activity sparsity "
                f"{summary['test_sparsity']:.2%}  -> {output_path}")
+
+
+BUILTIN_DATASETS = ("digits-train", "digits-test")
+
+
+def _dataset(value: str | None, labels: bool):
+    """``FILE.npz`` (keys x[, y]) or a built-in split name -> (x, y or None)."""
+    if value is None:
+        return None
+    from egru_deploy import data
+
+    if value in BUILTIN_DATASETS:
+        x_train, y_train, x_test, y_test = data.digits_split()
+        return (x_train, y_train) if value == "digits-train" else (x_test, y_test)
+    if labels:
+        return data.load_split(value)
+    return data.load_inputs(value), None
+
+
+@main.command(name="compile")
+@click.argument("model", type=click.Path())
+@click.option("--target", required=True, type=click.Choice(["loihi2", "spinnaker2"]))
+@click.option("-o", "--out-dir", "out_dir", required=True, type=click.Path(),
+              help="Bundle directory to write (replaced atomically; keeps every stage under stages/).")
+@click.option("--calibration", required=True,
+              help="Calibration inputs: FILE.npz with an 'x' array, or digits-train / digits-test.")
+@click.option("--eval", "eval_set", default=None,
+              help="Labelled evaluation data for the report: FILE.npz with 'x' and 'y', or digits-test.")
+@click.option("--prune", "prune_amount", default=0.0, show_default=True, type=float,
+              help="Magnitude-prune this fraction of every weight matrix before quantization.")
+@click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
+              help="Set the model's output mode (a checkpoint does not store it).")
+@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@user_errors
+def compile_cmd(model, target, out_dir, calibration, eval_set, prune_amount, output_mode, layout):
+    """Quantize MODEL for TARGET's integer profile and write a deployable bundle with its report."""
+    from egru_deploy.compile import compile_model, with_output_mode
+    from egru_deploy.converters import load_model
+    from egru_deploy.report import print_quantization_report, print_resources
+
+    graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
+    calib_x, _ = _dataset(calibration, labels=False)
+    eval_data = _dataset(eval_set, labels=True)
+    report = compile_model(graph, target, out_dir, calib_x, prune_amount, eval_data, source=model)
+    print_quantization_report(report)
+    print_resources(report["resources"])
+    click.echo(f"bundle written to {out_dir} (report.json, report.png, stages/) in {report['compile_seconds']:.2f} s")

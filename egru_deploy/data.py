@@ -125,3 +125,21 @@ def evaluate(graph, x: np.ndarray, y: np.ndarray) -> dict:
         "layer_sparsity": result.layer_sparsity(),
         "samples": int(len(y)),
     }
+
+
+def load_inputs(path: str | os.PathLike) -> np.ndarray:
+    """Read inputs only (key 'x' of an .npz, or a bare .npy): calibration sets need no labels."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                if "x" not in loaded.files:
+                    raise DataError(f"{path}: missing key 'x' (inputs); found {sorted(loaded.files)}")
+                return loaded["x"]
+        return loaded
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz/.npy file ({type(e).__name__})") from None

@@ -1,8 +1,11 @@
 """Terminal tables (rich) and report files."""
 from __future__ import annotations
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from egru_deploy.errors import UserError
 
 console = Console(highlight=False)
 
@@ -36,3 +39,129 @@ def print_event_stats(result, backend: str) -> None:
     sat = {k: v for k, v in result.saturations.items() if v}
     if sat:
         console.print(f"[{backend}] saturations: " + ", ".join(f"{k}={v}" for k, v in sat.items()))
+
+
+# --------------------------------------------------------------------------- quantization report
+
+REPORT_SAMPLES = 512  # enough for a stable metric, small enough to keep compile fast
+
+
+def task_metric(output: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of argmax predictions: per sample for (B, O) outputs, per step for (B, T, O) with y (B, T)."""
+    pred = output.argmax(axis=-1)
+    if pred.shape != y.shape:
+        raise UserError(f"evaluation labels: shape {y.shape} does not match predictions {pred.shape}")
+    return float(np.mean(pred == y))
+
+
+def snr_db(signal: np.ndarray, approx: np.ndarray) -> float:
+    noise = float(np.sum((signal.astype(np.float64) - approx) ** 2))
+    power = float(np.sum(signal.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * np.log10(max(power, 1e-30) / noise)
+
+
+def _run_stats(result) -> dict:
+    return {"sparsity": result.sparsity(), "layer_sparsity": result.layer_sparsity(),
+            "events_per_step": [float(e.mean()) for e in result.events]}
+
+
+def quantization_report(float_graph, quantized, calibration_x, eval_data=None, pruned=None) -> dict:
+    """Float vs quantized: task metric, per-layer SNR, sparsity and events before/after, saturations."""
+    from egru_deploy import reference
+    from egru_deploy.profiles import get_profile
+    from egru_deploy.prune import density
+
+    profile = get_profile(quantized.profile)
+    x, y = (eval_data if eval_data is not None else (calibration_x, None))
+    x, y = x[:REPORT_SAMPLES], (y[:REPORT_SAMPLES] if y is not None else None)
+    runs = {"float": reference.run_float(float_graph, x)}
+    if pruned is not None:
+        runs["pruned"] = reference.run_float(pruned, x)
+    runs["quantized"] = reference.run_int(quantized, x)
+    base = runs["pruned" if pruned is not None else "float"]
+    q = runs["quantized"]
+    event_scale = 2.0 ** -profile.event_frac
+    report = {
+        "profile": profile.describe(),
+        "samples": int(len(x)),
+        "metric": "accuracy" if y is not None else None,
+        "runs": {name: _run_stats(r) for name, r in runs.items()},
+        "layer_snr_db": [snr_db(f, qe * event_scale) for f, qe in zip(base.layer_events, q.layer_events)],
+        "output_snr_db": snr_db(base.output, q.output),
+        "saturations": q.saturations,
+        "saturation_total": int(sum(q.saturations.values())),
+    }
+    if y is not None:
+        for name, r in runs.items():
+            report["runs"][name]["accuracy"] = task_metric(r.output, y)
+        report["accuracy_drop_pp"] = 100.0 * (report["runs"]["float"]["accuracy"]
+                                              - report["runs"]["quantized"]["accuracy"])
+    if pruned is not None:
+        report["density"] = density(pruned)
+    return report
+
+
+def print_quantization_report(report: dict) -> None:
+    table = Table(title=f"quantization for {report['profile']['chip']} ({report['samples']} samples)")
+    for col in ("run", "accuracy", "activity sparsity", "events/step per layer"):
+        table.add_column(col)
+    for name, stats in report["runs"].items():
+        acc = f"{stats['accuracy']:.2%}" if "accuracy" in stats else "n/a (no labels)"
+        table.add_row(name, acc, f"{stats['sparsity']:.1%}", ", ".join(f"{e:.1f}" for e in stats["events_per_step"]))
+    console.print(table)
+    snr = ", ".join(f"{s:.1f}" for s in report["layer_snr_db"])
+    console.print(f"per-layer event SNR (dB): {snr}; output SNR {report['output_snr_db']:.1f} dB; "
+                  f"saturations: {report['saturation_total']}")
+    if "accuracy_drop_pp" in report:
+        console.print(f"accuracy drop float -> quantized: {report['accuracy_drop_pp']:.2f} pp")
+
+
+def save_report_plot(report: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    names = list(runs)
+    if report.get("metric"):
+        axes[0].bar(names, [100 * runs[n]["accuracy"] for n in names], color="tab:blue")
+        axes[0].set_ylabel("accuracy (%)")
+        low = min(100 * runs[n]["accuracy"] for n in names)
+        axes[0].set_ylim(max(0, low - 5), 100)
+    else:
+        axes[0].text(0.5, 0.5, "no labelled evaluation data", ha="center", va="center")
+    axes[0].set_title("task metric")
+    layers = np.arange(len(report["layer_snr_db"]))
+    axes[1].bar(layers, [min(s, 99.0) for s in report["layer_snr_db"]], color="tab:green")
+    axes[1].set_xlabel("EGRU layer")
+    axes[1].set_ylabel("event SNR (dB)")
+    axes[1].set_title("quantized vs float events")
+    width = 0.8 / len(names)
+    for k, n in enumerate(names):
+        axes[2].bar(layers + k * width, [100 * s for s in runs[n]["layer_sparsity"]], width, label=n)
+    axes[2].set_xlabel("EGRU layer")
+    axes[2].set_ylabel("activity sparsity (%)")
+    axes[2].legend()
+    axes[2].set_title("zero events")
+    fig.suptitle(f"{report['profile']['chip']}: float vs quantized")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def print_resources(resources: dict) -> None:
+    """Print a target's resource report: its ``summary`` entries as a two-column table."""
+    summary = resources.get("summary", resources)
+    table = Table(title=f"resources on {resources.get('chip', 'target')}")
+    table.add_column("quantity")
+    table.add_column("value")
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)):
+            continue
+        table.add_row(key.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+                      if isinstance(value, int) else str(value))
+    console.print(table)

@@ -18,8 +18,9 @@ implements exactly the primitives defined here.  The rules, stated once:
   with 8-bit mixed-sign weights Lava's Dense drops the lowest mantissa bit, so that profile
   only uses even mantissas (``weight_even``): what the IR holds is what the chip applies.
 * Non-linearities.  ``activation`` gives sigmoid and tanh on integers in format F, returning
-  format F: Loihi 2 uses a piecewise-linear sigmoid of shifts and adds (tanh(a) = 2*sig(2a) - 1),
-  as its microcode neurons can do; SpiNNaker2 uses lookup tables held in PE memory.
+  format F: Loihi 2 uses a piecewise-linear sigmoid (a shift to find the piece, one multiply, adds;
+  tanh(a) = 2*sig(2a) - 1), as its microcode neurons can do; SpiNNaker2 uses lookup tables held in
+  PE memory.
 * Schedule.  Each hop between processes (input -> layer, layer -> layer, layer -> readout) costs
   one time step on the chip (``hop_latency``): Lava's Dense emits at t+1 what it received at t,
   and a SpiNNaker2 PE consumes at tick t+1 the packets sent at tick t.  Recurrent connections
@@ -30,7 +31,7 @@ implements exactly the primitives defined here.  The rules, stated once:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -62,18 +63,31 @@ def saturate(x, bits: int, counter: dict | None = None, key: str = ""):
 
 @dataclass(frozen=True)
 class PiecewiseLinear:
-    """PLAN sigmoid (Amin et al. 1997): slopes 1/4, 1/8, 1/32 as shifts; tanh(a) = 2*sig(2a) - 1."""
+    """Chord interpolation of sigmoid on ``segments`` equal pieces of [0, x_max); tanh(a) = 2*sig(2a) - 1.
+
+    For |a| in piece k = |a| >> (F + log2(x_max) - log2(segments)):
+    ``sig(|a|) = base[k] + rshift_round(slope[k] * (|a| - k * width), F)``; sig(-a) = 1 - sig(a);
+    |a| >= x_max gives 1.  One compare-free index shift, one multiply, adds: what a Loihi 2
+    microcode neuron can do.  ``base``/``slope`` are the chord end points rounded to format F.
+    """
+
+    segments_log2: int = 4  # 16 pieces
+    log2_range: int = 3  # over [0, 8)
 
     kind = "piecewise_linear"
+
+    def _tables(self, frac: int) -> tuple[np.ndarray, np.ndarray]:
+        return _pwl_tables(frac, self.segments_log2, self.log2_range)
 
     def sigmoid(self, a, frac: int):
         a = np.asarray(a, dtype=np.int64)
         one = np.int64(1) << np.int64(frac)
-        x = np.minimum(np.abs(a), 5 * one)  # |a| >= 5 saturates; clamping keeps intermediates small
-        y = np.where(
-            x >= 5 * one, one,
-            np.where(x >= _fx(2.375, frac), (x >> 5) + _fx(0.84375, frac),
-                     np.where(x >= one, (x >> 3) + _fx(0.625, frac), (x >> 2) + (one >> 1))))
+        base, slope = self._tables(frac)
+        width_shift = frac + self.log2_range - self.segments_log2
+        x = np.minimum(np.abs(a), (one << np.int64(self.log2_range)) - 1)
+        k = x >> np.int64(width_shift)
+        y = base[k] + rshift_round(slope[k] * (x - (k << np.int64(width_shift))), frac)
+        y = np.where(np.abs(a) >= (one << np.int64(self.log2_range)), one, y)
         return np.where(a < 0, one - y, y)
 
     def tanh(self, a, frac: int):
@@ -81,9 +95,21 @@ class PiecewiseLinear:
         return 2 * self.sigmoid(np.asarray(a, dtype=np.int64) * 2, frac) - one
 
     def describe(self, frac: int) -> dict:
-        return {"kind": self.kind, "segments_abs_x": [0, 1, 2.375, 5],
-                "slopes": [0.25, 0.125, 0.03125, 0], "offsets": [0.5, 0.625, 0.84375, 1.0],
-                "thresholds_int": [0, 1 << frac, int(_fx(2.375, frac)), 5 << frac]}
+        base, slope = self._tables(frac)
+        return {"kind": self.kind, "segments": 1 << self.segments_log2, "range": [0, 2 ** self.log2_range],
+                "base": base.tolist(), "slope": slope.tolist(), "format_frac": frac}
+
+
+@lru_cache(maxsize=None)
+def _pwl_tables(frac: int, segments_log2: int, log2_range: int) -> tuple[np.ndarray, np.ndarray]:
+    n = 1 << segments_log2
+    width = 2.0 ** log2_range / n
+    ends = 1 / (1 + np.exp(-np.arange(n + 1) * width))
+    base = np.round(ends[:-1] * (1 << frac)).astype(np.int64)
+    slope = np.round((ends[1:] - ends[:-1]) / width * (1 << frac)).astype(np.int64)
+    base.setflags(write=False)
+    slope.setflags(write=False)
+    return base, slope
 
 
 @dataclass(frozen=True)
@@ -125,24 +151,15 @@ class LookupTable:
                 "entry_bits": 16, "bytes": 2 * 2 * (1 << self.index_bits)}
 
 
-def _fx(value: float, frac: int) -> np.int64:
-    return np.int64(round(value * (1 << frac)))
-
-
-_LUT_CACHE: dict = {}
-
-
+@lru_cache(maxsize=None)
 def _lut(fn: str, frac: int, index_bits: int, log2_range: int) -> np.ndarray:
-    key = (fn, frac, index_bits, log2_range)
-    if key not in _LUT_CACHE:
-        n = 1 << index_bits
-        step = 2.0 ** (log2_range + 1) / n
-        centres = -(2.0 ** log2_range) + (np.arange(n) + 0.5) * step
-        values = 1 / (1 + np.exp(-centres)) if fn == "sigmoid" else np.tanh(centres)
-        table = np.round(values * (1 << frac)).astype(np.int64)
-        table.setflags(write=False)
-        _LUT_CACHE[key] = table
-    return _LUT_CACHE[key]
+    n = 1 << index_bits
+    step = 2.0 ** (log2_range + 1) / n
+    centres = -(2.0 ** log2_range) + (np.arange(n) + 0.5) * step
+    values = 1 / (1 + np.exp(-centres)) if fn == "sigmoid" else np.tanh(centres)
+    table = np.round(values * (1 << frac)).astype(np.int64)
+    table.setflags(write=False)
+    return table
 
 
 @dataclass(frozen=True)

@@ -21,24 +21,29 @@ def _float_graph(model_path, layout):
     return load_model(model_path, layout=layout)
 
 
-def _quantized_graph(model_path, backend: str):
+def _quantized_graph(model_path, backend: str, layout=None):
+    """A bundle's integer graph, or a quantized model file (e.g. an ONNX export of a bundle)."""
     from egru_deploy import bundle
+    from egru_deploy.converters import load_model
 
-    if not bundle.is_bundle(model_path):
-        raise UserError(f"{model_path}: backend {backend!r} runs a compiled bundle; "
+    graph = bundle.load_graph(model_path) if bundle.is_bundle(model_path) else load_model(model_path, layout)
+    if not graph.quantized:
+        raise UserError(f"{model_path}: backend {backend!r} runs a quantized model; "
                         f"run `egru-deploy compile {model_path} --target ... -o BUNDLE` first")
-    return bundle.load_graph(model_path)
+    return graph
 
 
 def _run_float(model_path, x, layout, output_mode):
     graph = _float_graph(model_path, layout)
+    if graph.quantized:
+        raise UserError(f"{model_path}: holds a model quantized for {graph.profile!r}; use --backend reference")
     if output_mode:
         graph = replace(graph, output_mode=output_mode)
     return reference.run_float(graph, x)
 
 
 def _run_reference(model_path, x, layout, output_mode):
-    graph = _quantized_graph(model_path, "reference")
+    graph = _quantized_graph(model_path, "reference", layout)
     if output_mode:
         graph = replace(graph, output_mode=output_mode)
     return reference.run(graph, x)

@@ -165,3 +165,35 @@ def print_resources(resources: dict) -> None:
         table.add_row(key.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
                       if isinstance(value, int) else str(value))
     console.print(table)
+
+
+def mac_counts(graph, x: np.ndarray, result) -> dict:
+    """Multiply-accumulates per time step: dense (every weight every step) vs effective (event-driven:
+    only non-zero inputs and events fan out), averaged over samples and steps.
+
+    A layer fed with a trace (dense by nature) is counted as dense.  ``result`` is a RunResult of
+    ``graph`` on ``x`` (float or integer: only which values are non-zero matters).
+    """
+    from egru_deploy.ir import EGRU, Embedding, Linear
+
+    dense, effective = 0, 0.0
+    active_inputs = None  # mean number of non-zero values entering the next layer per step
+    egru_index = 0
+    for layer in graph.layers:
+        if isinstance(layer, Embedding):
+            active_inputs = float(layer.out_size)  # an embedding vector is dense
+            continue
+        if active_inputs is None:
+            active_inputs = float(np.count_nonzero(x)) / (x.shape[0] * x.shape[1])
+        if isinstance(layer, EGRU):
+            fan_out = 3 * layer.hidden
+            events = float(result.layer_events[egru_index].astype(bool).sum(axis=-1).mean())
+            dense += (layer.in_size + layer.hidden) * fan_out
+            effective += (active_inputs + events) * fan_out
+            active_inputs = float(layer.hidden) if layer.use_trace else events
+            egru_index += 1
+        elif isinstance(layer, Linear):
+            dense += layer.in_size * layer.out_size
+            effective += active_inputs * layer.out_size
+            active_inputs = float(layer.out_size)
+    return {"dense": int(dense), "effective": effective}

@@ -1,0 +1,425 @@
+"""IR <-> ONNX, built explicitly with ``onnx.helper`` (standard ops only, opset 18).
+
+Graph input ``input`` float32 (batch, time, I) or ``tokens`` int64 (batch, time); output ``output``
+float32 (batch, time, O) for the ``sequence`` mode, (batch, O) for ``last``/``mean``.  Batch and
+sequence length are dynamic: each EGRU layer is one ``Scan`` over the time axis whose body holds
+one step (MatMul, Split, Sigmoid/Tanh, Greater, Where, ...).
+
+A float graph exports the float equations (``reference.run_float``).  A quantized graph exports
+its profile's integer arithmetic exactly (``reference.run_int``): int64 MatMul, ``Clip`` for
+saturation, rounding right shifts as floor divisions (``BitShift`` is unsigned-only), and the
+profile's sigmoid/tanh as ``Where`` segments (piecewise-linear) or ``Gather`` tables (lookup).
+
+Every IR array is an initializer named as in ``ir.to_json_and_arrays`` (``layers.<i>.<field>``)
+and the IR description is stored in ``metadata_props``; :func:`load` rebuilds the IR from them
+and accepts the file only if re-exporting that IR gives the same nodes and constants.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+from egru_deploy import __version__, ir
+from egru_deploy.errors import ConversionError
+from egru_deploy.ir import EGRU, Embedding, Graph, Linear, QType
+from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
+from egru_deploy.reference import TRACE_DECAY
+
+OPSET = 18
+IR_VERSION = 8  # the IR version that introduced opset 18: readable by older runtimes too
+FORMAT = "egru-deploy-onnx"
+FORMAT_VERSION = 1
+META_FORMAT = "egru_deploy.format"
+META_VERSION = "egru_deploy.format_version"
+META_GRAPH = "egru_deploy.graph"  # the IR as ir.to_json_and_arrays describes it
+FEATURES, TOKENS, OUTPUT = "input", "tokens", "output"
+BATCH, TIME = "batch", "time"
+
+
+class _Builder:
+    """Nodes of one ONNX graph (the main graph or a Scan body); constants go to the shared table."""
+
+    def __init__(self, prefix: str, initializers: dict[str, TensorProto]):
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers = initializers
+        self._count = 0
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, out: str | None = None, **attrs):
+        """Append a node; return its output name (or list of names when ``outputs`` > 1)."""
+        self._count += 1
+        name = f"{self.prefix}/{op_type}{self._count}"
+        names = [out or name] if outputs == 1 else [f"{name}:{k}" for k in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=name, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def const(self, value, dtype, name: str | None = None) -> str:
+        """A constant initializer, shared by value unless ``name`` is given (for big tables)."""
+        array = np.asarray(value, dtype)
+        if name is None:
+            name = f"const.{array.dtype}.{'_'.join(str(v) for v in array.ravel().tolist())}"
+            name += "[]" if array.ndim else ""
+        if name not in self.initializers:
+            self.initializers[name] = numpy_helper.from_array(array, name)
+        return name
+
+
+def _tensor_type(dtype) -> int:
+    return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _split_gates(b: _Builder, x: str, hidden: int) -> list[str]:
+    return b.op("Split", x, b.const([hidden] * 3, np.int64), axis=1, outputs=3)
+
+
+# --------------------------------------------------------------------------- float arithmetic
+
+class _FloatArithmetic:
+    """The float equations of ``reference.run_float``."""
+
+    dtype = np.float32
+
+    def source(self, b: _Builder, graph: Graph, x: str) -> str:
+        return x
+
+    def embedding(self, b: _Builder, weight: str, tokens: str) -> str:
+        return b.op("Gather", weight, tokens, axis=0)
+
+    def gates_input(self, b: _Builder, layer: EGRU, key: str, x: str) -> str:
+        return b.op("Add", b.op("MatMul", x, f"{key}.kernel"), f"{key}.bias")
+
+    def outer_values(self, b: _Builder, key: str) -> dict:
+        return {name: f"{key}.{name}" for name in ("recurrent_kernel", "recurrent_bias", "thr")}
+
+    def step(self, b: _Builder, layer: EGRU, outer: dict, states: list[str], gx: str):
+        c, y = states[:2]
+        f32 = np.float32
+        zero, one = b.const(0, f32), b.const(1, f32)
+        gh = b.op("Add", b.op("MatMul", y, outer["recurrent_kernel"]), outer["recurrent_bias"])
+        (gx_z, gx_r, gx_g), (gh_z, gh_r, gh_g) = _split_gates(b, gx, layer.hidden), _split_gates(b, gh, layer.hidden)
+        z = b.op("Sigmoid", b.op("Add", gx_z, gh_z))
+        r = b.op("Sigmoid", b.op("Add", gx_r, gh_r))
+        g = b.op("Tanh", b.op("Add", gx_g, b.op("Mul", r, gh_g)))
+        c_new = b.op("Add", b.op("Mul", z, c), b.op("Mul", b.op("Sub", one, z), g))
+        above = b.op("Sub", c_new, outer["thr"])
+        fired = b.op("Greater", above, zero)
+        new_states = [b.op("Where", fired, above, c_new), b.op("Where", fired, c_new, zero)]
+        if layer.use_trace:
+            decay = f32(TRACE_DECAY)
+            new_states.append(b.op("Add", b.op("Mul", b.const(decay, f32), states[2]),
+                                   b.op("Mul", b.const(f32(1) - decay, f32), new_states[1])))
+        return new_states
+
+    def linear(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
+        out = b.op("Add", b.op("MatMul", x, b.op("Transpose", f"{key}.weight", perm=[1, 0])), f"{key}.bias")
+        return b.op("Relu", out) if layer.relu else out
+
+    def to_float(self, b: _Builder, graph: Graph, x: str) -> str:
+        return x
+
+
+# --------------------------------------------------------------------------- integer arithmetic
+
+class _IntArithmetic:
+    """The exact integer arithmetic of ``reference.run_int`` for one profile, on int64 tensors."""
+
+    dtype = np.int64
+
+    def __init__(self, profile: Profile):
+        if not isinstance(profile.activation, (PiecewiseLinear, LookupTable)):
+            raise ConversionError(f"ONNX export: profile {profile.name!r} uses activation "
+                                  f"{type(profile.activation).__name__}, which has no ONNX lowering here")
+        self.profile = profile
+        self.one = 1 << profile.state_frac
+
+    # integer primitives (profiles.saturate / rshift_round)
+    def saturate(self, b: _Builder, x: str, bits: int) -> str:
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return b.op("Clip", x, b.const(lo, np.int64), b.const(hi, np.int64))
+
+    def rshift_round(self, b: _Builder, x: str, shift: int) -> str:
+        if shift < 0:
+            return b.op("Mul", x, b.const(1 << -shift, np.int64))
+        if shift == 0:
+            return x
+        return self.floor_div(b, b.op("Add", x, b.const(1 << (shift - 1), np.int64)), 1 << shift)
+
+    def floor_div(self, b: _Builder, x: str, divisor: int) -> str:
+        # ONNX integer Div truncates toward zero; Mod (fmod=0) takes the divisor's sign, so x - x mod d
+        # is an exact multiple of d and the truncating division of it is the floor.
+        d = b.const(divisor, np.int64)
+        return b.op("Div", b.op("Sub", x, b.op("Mod", x, d)), d)
+
+    def int64(self, b: _Builder, name: str) -> str:
+        return b.op("Cast", name, to=TensorProto.INT64)
+
+    # activations (profiles.PiecewiseLinear / profiles.LookupTable)
+    def sigmoid(self, b: _Builder, a: str) -> str:
+        act = self.profile.activation
+        if isinstance(act, LookupTable):
+            return self._lookup(b, a, "sigmoid", act.sigmoid_log2_range)
+        return self._piecewise_sigmoid(b, a)
+
+    def tanh(self, b: _Builder, a: str) -> str:
+        act = self.profile.activation
+        if isinstance(act, LookupTable):
+            return self._lookup(b, a, "tanh", act.tanh_log2_range)
+        # tanh(a) = 2 * sigmoid(2a) - 1
+        sig = self._piecewise_sigmoid(b, b.op("Mul", a, b.const(2, np.int64)))
+        return b.op("Sub", b.op("Mul", sig, b.const(2, np.int64)), b.const(self.one, np.int64))
+
+    def _piecewise_sigmoid(self, b: _Builder, a: str) -> str:
+        """Chords of ``profiles.PiecewiseLinear``: piece k = |a| >> width_shift, base[k] + slope[k] * offset."""
+        act = self.profile.activation
+        frac = self.profile.state_frac
+        tables = act.describe(frac)
+        base = b.const(tables["base"], np.int64, name="const.sigmoid_base")
+        slope = b.const(tables["slope"], np.int64, name="const.sigmoid_slope")
+        width_shift = frac + act.log2_range - act.segments_log2
+        limit = b.const(self.one << act.log2_range, np.int64)
+        magnitude = b.op("Abs", a)
+        x = b.op("Min", magnitude, b.op("Sub", limit, b.const(1, np.int64)))
+        piece = b.op("Div", x, b.const(1 << width_shift, np.int64))  # x >= 0: Div is the floor
+        offset = b.op("Sub", x, b.op("Mul", piece, b.const(1 << width_shift, np.int64)))
+        chord = b.op("Add", b.op("Gather", base, piece, axis=0),
+                     self.rshift_round(b, b.op("Mul", b.op("Gather", slope, piece, axis=0), offset), frac))
+        one = b.const(self.one, np.int64)
+        y = b.op("Where", b.op("GreaterOrEqual", magnitude, limit), one, chord)
+        return b.op("Where", b.op("Less", a, b.const(0, np.int64)), b.op("Sub", one, y), y)
+
+    def _lookup(self, b: _Builder, a: str, fn: str, log2_range: int) -> str:
+        act = self.profile.activation
+        frac = self.profile.state_frac
+        shift = frac + log2_range + 1 - act.index_bits
+        offset = 1 << (frac + log2_range)
+        if shift <= 0:
+            raise ConversionError(f"ONNX export: {fn} table of profile {self.profile.name!r} indexes with a "
+                                  f"left shift ({shift}); only right shifts are lowered")
+        index = self.floor_div(b, b.op("Add", a, b.const(offset, np.int64)), 1 << shift)
+        index = b.op("Clip", index, b.const(0, np.int64), b.const((1 << act.index_bits) - 1, np.int64))
+        return b.op("Gather", b.const(act.table(fn, frac), np.int64, name=f"const.{fn}_table"), index, axis=0)
+
+    # layers
+    def source(self, b: _Builder, graph: Graph, x: str) -> str:
+        if graph.input.tokens:
+            return x
+        frac = graph.layers[0].quant.input.frac
+        bits = self.profile.event_bits
+        scaled = b.op("Round", b.op("Mul", b.op("Cast", x, to=TensorProto.DOUBLE), b.const(2.0 ** frac, np.float64)))
+        clipped = b.op("Clip", scaled, b.const(-(1 << (bits - 1)), np.float64),
+                       b.const((1 << (bits - 1)) - 1, np.float64))
+        return self.int64(b, clipped)
+
+    def embedding(self, b: _Builder, weight: str, tokens: str) -> str:
+        return b.op("Gather", self.int64(b, weight), tokens, axis=0)
+
+    def gates_input(self, b: _Builder, layer: EGRU, key: str, x: str) -> str:
+        q, p = layer.quant, self.profile
+        acc = self.saturate(b, b.op("MatMul", x, self.int64(b, f"{key}.kernel")), p.acc_bits)
+        shifted = self.rshift_round(b, acc, q.input.frac + q.kernel.frac - p.state_frac)
+        return b.op("Add", shifted, self.int64(b, f"{key}.bias"))
+
+    def outer_values(self, b: _Builder, key: str) -> dict:
+        return {name: self.int64(b, f"{key}.{name}") for name in ("recurrent_kernel", "recurrent_bias", "thr")}
+
+    def step(self, b: _Builder, layer: EGRU, outer: dict, states: list[str], gx: str):
+        p, q = self.profile, layer.quant
+        f, h = p.state_frac, layer.hidden
+        c, events = states[:2]
+        acc_h = self.saturate(b, b.op("MatMul", events, outer["recurrent_kernel"]), p.acc_bits)
+        gh = b.op("Add", self.rshift_round(b, acc_h, p.event_frac + q.recurrent_kernel.frac - f),
+                  outer["recurrent_bias"])
+        (gx_z, gx_r, gx_g), (gh_z, gh_r, gh_g) = _split_gates(b, gx, h), _split_gates(b, gh, h)
+        z = self.sigmoid(b, self.saturate(b, b.op("Add", gx_z, gh_z), p.state_bits))
+        r = self.sigmoid(b, self.saturate(b, b.op("Add", gx_r, gh_r), p.state_bits))
+        a_g = b.op("Add", gx_g, self.rshift_round(b, b.op("Mul", r, gh_g), f))
+        g = self.tanh(b, self.saturate(b, a_g, p.state_bits))
+        # c' = c + (1 - z) * (g - c), as the reference writes it
+        update = self.rshift_round(b, b.op("Mul", b.op("Sub", b.const(self.one, np.int64), z), b.op("Sub", g, c)), f)
+        c_new = self.saturate(b, b.op("Add", c, update), p.state_bits)
+        fired = b.op("Greater", c_new, outer["thr"])
+        zero = b.const(0, np.int64)
+        y = b.op("Where", fired, c_new, zero)
+        new_events = self.saturate(b, self.rshift_round(b, y, f - p.event_frac), p.event_bits)
+        new_states = [b.op("Where", fired, b.op("Sub", c_new, outer["thr"]), c_new), new_events]
+        if layer.use_trace:
+            trace = states[2]
+            gain = b.op("Mul", b.const(p.trace_gain, np.int64), b.op("Sub", new_events, trace))
+            new_states.append(b.op("Add", trace, self.rshift_round(b, gain, f)))
+        return new_states
+
+    def linear(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
+        q, p = layer.quant, self.profile
+        weight_t = b.op("Transpose", self.int64(b, f"{key}.weight"), perm=[1, 0])
+        acc = self.saturate(b, b.op("MatMul", x, weight_t), p.acc_bits)
+        out = b.op("Add", self.rshift_round(b, acc, q.input.frac + q.weight.frac - q.output.frac),
+                   self.int64(b, f"{key}.bias"))
+        if layer.relu:
+            out = b.op("Max", out, b.const(0, np.int64))
+        return self.saturate(b, out, q.output.bits)
+
+    def to_float(self, b: _Builder, graph: Graph, x: str) -> str:
+        last = graph.layers[-1]
+        q = last.quant.output if isinstance(last, Linear) else QType(self.profile.event_bits, self.profile.event_frac)
+        scaled = b.op("Mul", b.op("Cast", x, to=TensorProto.DOUBLE), b.const(q.scale, np.float64))
+        return b.op("Cast", scaled, to=TensorProto.FLOAT)
+
+
+# --------------------------------------------------------------------------- export
+
+def _egru(main: _Builder, arith, layer: EGRU, key: str, x: str, batch: str) -> str:
+    """One Scan over time; returns the (batch, time, H) events or trace."""
+    h = layer.hidden
+    gx = arith.gates_input(main, layer, key, x)
+    outer = arith.outer_values(main, key)
+    elem = _tensor_type(arith.dtype)
+    zeros = main.op("ConstantOfShape", main.op("Concat", batch, main.const([h], np.int64), axis=0),
+                    value=helper.make_tensor("zero", elem, [1], [0]))
+    step = _Builder(f"{key}.step", main.initializers)
+    state_names = ("c", "y", "trace")[:3 if layer.use_trace else 2]
+    states = [f"{key}.step/{name}" for name in state_names]
+    gx_t = f"{key}.step/gates_input"
+    new_states = arith.step(step, layer, outer, states, gx_t)
+    scan_out = step.op("Identity", new_states[-1] if layer.use_trace else new_states[1])
+    body = helper.make_graph(
+        step.nodes, f"{key}.step",
+        inputs=[helper.make_tensor_value_info(s, elem, [BATCH, h]) for s in states]
+        + [helper.make_tensor_value_info(gx_t, elem, [BATCH, 3 * h])],
+        outputs=[helper.make_tensor_value_info(s, elem, [BATCH, h]) for s in [*new_states, scan_out]])
+    outs = main.op("Scan", *[zeros] * len(states), gx, outputs=len(states) + 1, body=body,
+                   num_scan_inputs=1, scan_input_axes=[1], scan_output_axes=[1])
+    return outs[-1]
+
+
+def _output(main: _Builder, seq: str, mode: str) -> str:
+    if mode == "last":
+        return main.op("Gather", seq, main.const(-1, np.int64), axis=1, out=OUTPUT)
+    if mode == "mean":  # as reference.apply_output_mode: float64 mean of the float32 sequence
+        total = main.op("ReduceSum", main.op("Cast", seq, to=TensorProto.DOUBLE), main.const([1], np.int64),
+                        keepdims=0)
+        steps = main.op("Cast", main.op("Shape", seq, start=1, end=2), to=TensorProto.DOUBLE)
+        return main.op("Cast", main.op("Div", total, steps), to=TensorProto.FLOAT, out=OUTPUT)
+    return main.op("Identity", seq, out=OUTPUT)
+
+
+def to_onnx(graph: Graph) -> onnx.ModelProto:
+    """The ONNX model of a float or quantized IR graph."""
+    doc, arrays = ir.to_json_and_arrays(graph)
+    initializers = {key: numpy_helper.from_array(np.ascontiguousarray(a), key) for key, a in arrays.items()}
+    arith = _IntArithmetic(get_profile(graph.profile)) if graph.quantized else _FloatArithmetic()
+    main = _Builder("main", initializers)
+    if graph.input.tokens:
+        graph_input = helper.make_tensor_value_info(TOKENS, TensorProto.INT64, [BATCH, TIME])
+    else:
+        graph_input = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [BATCH, TIME, graph.input.size])
+    x = arith.source(main, graph, graph_input.name)
+    batch = main.op("Shape", graph_input.name, start=0, end=1)
+    for i, layer in enumerate(graph.layers):
+        key = f"layers.{i}"
+        if isinstance(layer, Embedding):
+            x = arith.embedding(main, f"{key}.weight", x)
+        elif isinstance(layer, EGRU):
+            x = _egru(main, arith, layer, key, x, batch)
+        else:
+            x = arith.linear(main, layer, key, x)
+    out = _output(main, arith.to_float(main, graph, x), graph.output_mode)
+    out_shape = [BATCH, TIME, graph.out_size] if graph.output_mode == "sequence" else [BATCH, graph.out_size]
+    onnx_graph = helper.make_graph(
+        main.nodes, "egru", inputs=[graph_input],
+        outputs=[helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+        initializer=list(initializers.values()))
+    arithmetic = f"integer profile {graph.profile}" if graph.quantized else "float32"
+    model = helper.make_model(
+        onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        producer_name="egru-deploy", producer_version=__version__,
+        doc_string=f"EGRU network exported by egru-deploy ({arithmetic}, output mode {graph.output_mode})")
+    helper.set_model_props(model, {META_FORMAT: FORMAT, META_VERSION: str(FORMAT_VERSION),
+                                   META_GRAPH: json.dumps(doc, default=str)})
+    return model
+
+
+def export(graph: Graph, path: str | os.PathLike) -> None:
+    onnx.save(to_onnx(graph), str(path))
+
+
+# --------------------------------------------------------------------------- import
+
+def load(path: str | os.PathLike) -> Graph:
+    """Import an ONNX file written by :func:`export` (float or quantized)."""
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, OSError, ValueError) as e:
+        raise ConversionError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get(META_FORMAT) != FORMAT:
+        raise ConversionError(f"{path}: not an EGRU exported by egru-deploy (metadata_props {META_FORMAT!r} is "
+                              f"{props.get(META_FORMAT)!r}, expected {FORMAT!r})")
+    if not props.get(META_VERSION, "").isdigit() or int(props[META_VERSION]) > FORMAT_VERSION:
+        raise ConversionError(f"{path}: metadata_props {META_VERSION!r} is {props.get(META_VERSION)!r}; this "
+                              f"egru-deploy reads versions up to {FORMAT_VERSION}")
+    try:
+        doc = json.loads(props.get(META_GRAPH, ""))
+        arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("layers.")}
+        graph = ir.from_json_and_arrays(doc, arrays, where=f"metadata_props {META_GRAPH!r}")
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: metadata_props {META_GRAPH!r} is not valid JSON ({e})") from None
+    except ir.IRError as e:
+        raise ConversionError(f"{path}: {e}") from None
+    except (ValueError, TypeError) as e:  # an initializer numpy cannot read
+        raise ConversionError(f"{path}: unreadable initializer ({e})") from None
+    try:
+        _expect_same_graph(to_onnx(graph).graph, model.graph)
+    except ConversionError as e:
+        raise ConversionError(f"{path}: {e}") from None
+    return graph
+
+
+def _expect_same_graph(expected: onnx.GraphProto, actual: onnx.GraphProto) -> None:
+    """Raise naming the first node, value or constant of ``actual`` that differs from ``expected``."""
+    where = f"graph {actual.name!r}"
+    for kind in ("input", "output"):
+        want = [helper.printable_value_info(v) for v in getattr(expected, kind)]
+        got = [helper.printable_value_info(v) for v in getattr(actual, kind)]
+        if want != got:
+            raise ConversionError(f"{where}: expected {kind}s {want}, got {got}")
+    want_init = {t.name: t for t in expected.initializer}
+    got_init = {t.name: t for t in actual.initializer}
+    missing = sorted(set(want_init) - set(got_init)) or sorted(set(got_init) - set(want_init))
+    if missing:
+        state = "missing" if missing[0] in want_init else "unexpected"
+        raise ConversionError(f"{where}: initializer {missing[0]!r} {state}")
+    for name, tensor in want_init.items():
+        a, b = numpy_helper.to_array(tensor), numpy_helper.to_array(got_init[name])
+        if a.dtype != b.dtype or not np.array_equal(a, b):
+            raise ConversionError(f"{where}: constant {name!r} differs from what egru-deploy writes")
+    for k, want_node in enumerate(expected.node):
+        if k >= len(actual.node):
+            raise ConversionError(f"{where}: node {want_node.name!r} ({want_node.op_type}) missing")
+        _expect_same_node(want_node, actual.node[k])
+    if len(actual.node) > len(expected.node):
+        extra = actual.node[len(expected.node)]
+        raise ConversionError(f"node {extra.name!r} ({extra.op_type}): unexpected in an egru-deploy EGRU graph")
+
+
+def _expect_same_node(want: onnx.NodeProto, got: onnx.NodeProto) -> None:
+    signature = (want.op_type, list(want.input), list(want.output), want.domain)
+    if (got.op_type, list(got.input), list(got.output), got.domain) != signature:
+        raise ConversionError(f"node {got.name!r}: expected {want.op_type}({', '.join(want.input)}) -> "
+                              f"{', '.join(want.output)}, got {got.op_type}({', '.join(got.input)}) -> "
+                              f"{', '.join(got.output)}")
+    want_attrs = {a.name: a for a in want.attribute}
+    got_attrs = {a.name: a for a in got.attribute}
+    if set(want_attrs) != set(got_attrs):
+        raise ConversionError(f"node {got.name!r} ({got.op_type}): expected attributes {sorted(want_attrs)}, "
+                              f"got {sorted(got_attrs)}")
+    for name, attr in want_attrs.items():
+        if attr.type == onnx.AttributeProto.GRAPH:
+            _expect_same_graph(attr.g, got_attrs[name].g)
+        elif attr.SerializeToString() != got_attrs[name].SerializeToString():
+            raise ConversionError(f"node {got.name!r} ({got.op_type}): attribute {name!r} differs from what "
+                                  f"egru-deploy writes")

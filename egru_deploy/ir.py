@@ -70,9 +70,15 @@ class Input:
             raise IRError(f"Input.size must be >= 1, got {self.size}")
 
 
-def _check_array(owner: str, name: str, arr, shape: tuple, integer: bool) -> None:
+def _require_array(owner: str, name: str, arr, ndim: int) -> None:
     if not isinstance(arr, np.ndarray):
         raise IRError(f"{owner}.{name}: expected a NumPy array, got {type(arr).__name__}")
+    if arr.ndim != ndim or 0 in arr.shape:
+        raise IRError(f"{owner}.{name}: expected a non-empty {ndim}-D array, got shape {arr.shape}")
+
+
+def _check_array(owner: str, name: str, arr, shape: tuple, integer: bool) -> None:
+    _require_array(owner, name, arr, len(shape))
     if arr.shape != shape:
         raise IRError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
     if integer:
@@ -104,8 +110,7 @@ class Embedding:
         return self.weight.shape[1]
 
     def validate(self, in_size: int) -> None:
-        if self.weight.ndim != 2:
-            raise IRError(f"Embedding.weight: expected 2-D [vocab, dim], got shape {self.weight.shape}")
+        _require_array("Embedding", "weight", self.weight, 2)
         if self.weight.shape[0] != in_size:
             raise IRError(f"Embedding.weight: vocabulary {self.weight.shape[0]} != input size {in_size}")
         _check_array("Embedding", "weight", self.weight, self.weight.shape, self.qweight is not None)
@@ -150,8 +155,7 @@ class EGRU:
         return self.hidden
 
     def validate(self, in_size: int) -> None:
-        if self.thr.ndim != 1:
-            raise IRError(f"EGRU.thr: expected 1-D [hidden], got shape {self.thr.shape}")
+        _require_array("EGRU", "thr", self.thr, 1)
         h = self.thr.shape[0]
         q = self.quant
         integer = q is not None
@@ -195,8 +199,7 @@ class Linear:
         return self.weight.shape[0]
 
     def validate(self, in_size: int) -> None:
-        if self.weight.ndim != 2:
-            raise IRError(f"Linear.weight: expected 2-D [out, in], got shape {self.weight.shape}")
+        _require_array("Linear", "weight", self.weight, 2)
         o = self.weight.shape[0]
         integer = self.quant is not None
         _check_array("Linear", "weight", self.weight, (o, in_size), integer)
@@ -377,7 +380,7 @@ def from_json_and_arrays(doc: dict, arrays, where: str = "graph.json") -> Graph:
         return Graph(inp, tuple(layers), doc["output_mode"], doc.get("profile"), doc.get("metadata") or {})
     except IRError:
         raise
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise IRError(f"{where}: malformed graph description ({type(e).__name__}: {e})") from None
 
 

@@ -11,3 +11,5 @@ PIP="$VENV/bin/pip"
 # torch first and pinned: an open range would pull a multi-GB CUDA build.
 "$PIP" install -q "torch==2.13.0" "numpy==1.26.4"
 "$PIP" install -q -e ".[dev]" "numpy==1.26.4"
+# nirtorch only for the tests that run exported NIR graphs in torch; --no-deps keeps numpy < 2.
+"$PIP" install -q --no-deps "nirtorch==2.6"

@@ -79,8 +79,9 @@ def random_net(rng, input_size: int, hidden: list[int], output: int | None = Non
                projection: int | None = None) -> dict:
     """Random EvNN-layout float32 network, scaled so that units both fire and stay silent.
 
-    With ``vocab`` the input is a ``vocab``-token embedding of dim ``input_size`` and the readout is
-    ``decoder.decoder`` (after ``decoder.projection`` + ReLU when ``projection``); otherwise ``fc``.
+    With ``vocab`` the input is a ``vocab``-token embedding of dim ``input_size``. The readout is
+    ``decoder.decoder`` after ``decoder.projection`` + ReLU when ``projection``, otherwise ``fc``
+    (the names ``egru_deploy.model.EGRUNetwork`` uses).
     """
     def uniform(shape, bound):
         return rng.uniform(-bound, bound, shape).astype(np.float32)
@@ -102,7 +103,7 @@ def random_net(rng, input_size: int, hidden: list[int], output: int | None = Non
         net["decoder.projection.bias"] = uniform((projection,), 0.2)
         last = projection
     if output:
-        readout = "decoder.decoder." if vocab or projection else "fc."
+        readout = "decoder.decoder." if projection else "fc."
         net[readout + "weight"] = uniform((output, last), 1.0 / np.sqrt(last))
         net[readout + "bias"] = uniform((output,), 0.2)
     return net

@@ -90,12 +90,16 @@ def emulate(model, input_path, output_path, backend, output_mode, layout):
 
     x = _load_input(input_path)
     result = run_backend(backend, model, x, output_mode=output_mode, layout=_read_layout(layout))
+    _save_output(result.output, output_path)
+    print_event_stats(result, backend)
+
+
+def _save_output(output: np.ndarray, output_path: str) -> None:
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial.npy")
-    np.save(tmp, result.output.astype(np.float32))
+    np.save(tmp, output.astype(np.float32))
     tmp.replace(out)
-    print_event_stats(result, backend)
 
 
 @main.command()
@@ -160,3 +164,92 @@ def compile_cmd(model, target, out_dir, calibration, eval_set, prune_amount, out
     print_quantization_report(report)
     print_resources(report["resources"])
     click.echo(f"bundle written to {out_dir} (report.json, report.png, stages/) in {report['compile_seconds']:.2f} s")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(["nir", "onnx"]),
+              help="nir: float graph with the EGRUCell extension node; onnx: float or quantized (bundle) model.")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="File to write.")
+@click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
+              help="Set the model's output mode (a checkpoint does not store it).")
+@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@user_errors
+def export(model, fmt, output_path, output_mode, layout):
+    """Write MODEL (checkpoint, model file or bundle) as a NIR or ONNX file."""
+    from importlib import import_module
+
+    from egru_deploy.compile import with_output_mode
+    from egru_deploy.converters import load_model
+
+    graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        import_module(f"egru_deploy.converters.{fmt}").export(graph, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    kind = f"quantized for {graph.profile}" if graph.quantized else "float"
+    click.echo(f"{fmt} model ({kind}) written to {out}")
+
+
+def _run_spinnaker2_board(bundle_dir, x, board, output_mode):
+    from egru_deploy.targets.spinnaker2.run import run_on_board
+
+    return run_on_board(bundle_dir, x, board, output_mode)
+
+
+def _run_loihi2_board(bundle_dir, x, board, output_mode):
+    from egru_deploy.targets.loihi2.run import run_on_board
+
+    return run_on_board(bundle_dir, x, board, output_mode)
+
+
+BOARD_RUNNERS = {  # target -> fn(bundle_dir, x, board_address, output_mode) -> RunResult
+    "spinnaker2": _run_spinnaker2_board,
+    "loihi2": _run_loihi2_board,
+}
+
+
+@main.command(name="run")
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--target", required=True, type=click.Choice(sorted(BOARD_RUNNERS)))
+@click.option("--board", required=True, help="Address (IP) of the board.")
+@click.option("--input", "input_path", required=True, type=click.Path(), help="Input .npy, as for emulate.")
+@click.option("--output", "output_path", required=True, type=click.Path(), help="Output .npy (float32).")
+@click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
+              help="Override the model's output mode.")
+@user_errors
+def run_cmd(bundle_dir, target, board, input_path, output_path, output_mode):
+    """Run a compiled BUNDLE on a board of TARGET."""
+    from egru_deploy import bundle
+
+    bundle.read_manifest(bundle_dir, expect_target=target)
+    result = BOARD_RUNNERS[target](bundle_dir, _load_input(input_path), board, output_mode)
+    _save_output(result.output, output_path)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--profile", required=True, type=click.Choice(["loihi2", "spinnaker2"]),
+              help="Integer profile whose arithmetic is put into the training loop.")
+@click.option("--task", type=click.Choice(["digits"]), default="digits", show_default=True)
+@click.option("--prune", "prune_amount", default=0.0, show_default=True, type=float,
+              help="Magnitude-prune this fraction of every weight matrix first; pruned weights stay zero.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-3, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True)
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(),
+              help="Checkpoint to write (.pt, EvNN layout, weights on the profile's grid).")
+@user_errors
+def finetune(model, profile, task, prune_amount, epochs, learning_rate, seed, output_path):
+    """Quantization-aware fine-tuning of MODEL for PROFILE (fake-quant weights/events, chip gates)."""
+    from egru_deploy.qat import finetune as run_finetune
+
+    result = run_finetune(model, profile, epochs, output_path, prune=prune_amount, seed=seed, task=task,
+                          learning_rate=learning_rate, progress=True)
+    click.echo(f"test accuracy: float {result['float']['accuracy']:.2%}  {profile} PTQ "
+               f"{result['ptq']['accuracy']:.2%}  {profile} after QAT {result['qat']['accuracy']:.2%}"
+               + (f"  (pruned {prune_amount:.0%})" if prune_amount else "") + f"  -> {output_path}")

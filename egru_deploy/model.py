@@ -53,6 +53,7 @@ class EGRU(nn.Module):
         # Gate non-linearities; quantization-aware training swaps in a profile's approximations.
         self.sigmoid: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid
         self.tanh: Callable[[torch.Tensor], torch.Tensor] = torch.tanh
+        self.event_rounding: Callable[[torch.Tensor], torch.Tensor] | None = None  # QAT: the chip's event format
 
     def reset_parameters(self, thr_mean: float = 0.3) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -89,6 +90,8 @@ class EGRU(nn.Module):
             o = spike(c_new - thr, self.dampening_factor, self.pseudo_derivative_support)
             c = c_new - o * thr
             y = o * c_new
+            if self.event_rounding is not None:
+                y = self.event_rounding(y)
             trace = TRACE_DECAY * trace + (1 - TRACE_DECAY) * y
             ys.append(y)
             traces.append(trace)

@@ -81,7 +81,8 @@ def apply_output_mode(seq: np.ndarray, mode: str) -> np.ndarray:
 
 
 def _sigmoid(x):
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp overflows to inf for very negative x: 1/(1+inf) = 0 is exact
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
 def egru_layer_float(layer: EGRU, x: np.ndarray):

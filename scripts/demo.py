@@ -16,7 +16,8 @@ from rich.table import Table
 from egru_deploy import backends, data, reference
 from egru_deploy.compile import compile_model, with_output_mode
 from egru_deploy.converters import load_model
-from egru_deploy.report import console, mac_counts, print_quantization_report, print_resources, print_summary
+from egru_deploy.report import (console, mac_counts, print_quantization_report, print_resources, print_summary,
+                                 task_metric)
 from egru_deploy.targets import COMPILERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,7 @@ def main() -> int:
     x_train, _, x_test, y_test = (*data.load_split(ROOT / "examples" / "digits_train.npz"),
                                   *data.load_split(ROOT / "examples" / "digits_test.npz"))
     float_run = reference.run_float(graph, x_test)
-    float_acc = float((float_run.output.argmax(1) == y_test).mean())
+    float_acc = task_metric(float_run.output, y_test)
     macs = mac_counts(graph, x_test, float_run)
     rows = [("float (NumPy reference)", float_acc, float_run.sparsity(), macs, "-")]
     console.print(f"float: test accuracy {float_acc:.2%}, activity sparsity {float_run.sparsity():.1%}, "
@@ -45,7 +46,7 @@ def main() -> int:
         started = time.perf_counter()
         run = backends.run_backend("hwsim", bundle_dir, x_test)
         seconds = time.perf_counter() - started
-        acc = float((run.output.argmax(1) == y_test).mean())
+        acc = task_metric(run.output, y_test)
         rows.append((f"{target} (hwsim, bit-accurate)", acc, run.sparsity(), mac_counts(graph, x_test, run),
                      _resource_line(report["resources"])))
         console.print(f"{target} hwsim: {len(x_test)} samples in {seconds:.2f} s; bundle in {bundle_dir}")

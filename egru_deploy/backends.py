@@ -49,9 +49,53 @@ def _run_reference(model_path, x, layout, output_mode):
     return reference.run(graph, x)
 
 
+def _hwsim_spinnaker2(model_path, x, output_mode):
+    from egru_deploy.hwsim import spinnaker2
+
+    return spinnaker2.run_bundle(model_path, x, output_mode)
+
+
+def _hwsim_loihi2(model_path, x, output_mode):
+    from egru_deploy.targets.loihi2.run import emulate_hwsim
+
+    return emulate_hwsim(model_path, x, output_mode)
+
+
+HWSIM = {  # target a bundle was compiled for -> its bit-accurate emulator
+    "spinnaker2": _hwsim_spinnaker2,
+    "loihi2": _hwsim_loihi2,
+}
+
+
+def _run_hwsim(model_path, x, layout, output_mode):
+    from egru_deploy import bundle
+
+    target = bundle.read_manifest(model_path).get("target")
+    if target not in HWSIM:
+        raise UserError(f"{model_path}: no hwsim emulator for target {target!r} (have {', '.join(HWSIM)})")
+    return HWSIM[target](model_path, x, output_mode)
+
+
+def _run_qemu(model_path, x, layout, output_mode):
+    """SpiNNaker2 bundles: every PE's C program on QEMU, checked against hwsim packet for packet."""
+    from egru_deploy.targets.spinnaker2 import qemu
+
+    return qemu.run_bundle(model_path, x, output_mode)
+
+
+def _run_lava(model_path, x, layout, output_mode):
+    """Loihi 2 bundles: the compiled Lava processes on Lava's CPU simulation (fixed_pt models)."""
+    from egru_deploy.targets.loihi2.run import emulate_lava
+
+    return emulate_lava(model_path, x, output_mode)
+
+
 BACKENDS = {
     "float": _run_float,
     "reference": _run_reference,
+    "hwsim": _run_hwsim,
+    "qemu": _run_qemu,
+    "lava": _run_lava,
 }
 
 

@@ -13,3 +13,5 @@ PIP="$VENV/bin/pip"
 "$PIP" install -q -e ".[dev]" "numpy==1.26.4"
 # nirtorch only for the tests that run exported NIR graphs in torch; --no-deps keeps numpy < 2.
 "$PIP" install -q --no-deps "nirtorch==2.6"
+# ARM toolchain + QEMU for the SpiNNaker2 PE program (Debian packages; installed when run as root).
+bash scripts/setup_arm.sh

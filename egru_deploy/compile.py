@@ -38,7 +38,7 @@ def pipeline(profile_name: str, calibration_x, prune_amount: float = 0.0) -> lis
 
 
 def _target_compilers() -> dict:
-    """Target name -> function(quantized_graph, bundle_dir, float_graph) -> resource report."""
+    """Target name -> function(quantized_graph, bundle_dir, float_graph, calibration_x) -> resource report."""
     from egru_deploy.targets import COMPILERS
 
     return COMPILERS
@@ -70,7 +70,7 @@ def compile_model(graph: ir.Graph, target: str, out_dir, calibration_x, prune_am
                                      pruned=reference_float if prune_amount else None)
         report["target"] = target
         report["source"] = str(source)
-        report["resources"] = compilers[target](quantized, tmp, reference_float)
+        report["resources"] = compilers[target](quantized, tmp, reference_float, calibration_x)
         report["compile_seconds"] = time.perf_counter() - started
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
         save_report_plot(report, tmp / "report.png")

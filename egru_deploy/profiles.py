@@ -44,9 +44,9 @@ def rshift_round(x, s: int):
     """Arithmetic right shift by ``s`` rounding half up; left shift when ``s`` <= 0 (int64)."""
     x = np.asarray(x, dtype=np.int64)
     if s > 0:
-        return (x + (np.int64(1) << np.int64(s - 1))) >> np.int64(s)
+        return (x + (1 << (s - 1))) >> s
     if s < 0:
-        return x << np.int64(-s)
+        return x << -s
     return x
 
 
@@ -54,10 +54,10 @@ def saturate(x, bits: int, counter: dict | None = None, key: str = ""):
     """Clip to the signed ``bits``-bit range, adding the number of clipped values to ``counter[key]``."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     x = np.asarray(x, dtype=np.int64)
+    if x.size == 0 or (lo <= x.min() and x.max() <= hi):  # the common case: nothing to clip, no copy
+        return x
     if counter is not None:
-        n = int(np.count_nonzero((x < lo) | (x > hi)))
-        if n:
-            counter[key] = counter.get(key, 0) + n
+        counter[key] = counter.get(key, 0) + int(np.count_nonzero(x < lo)) + int(np.count_nonzero(x > hi))
     return np.clip(x, lo, hi)
 
 
@@ -80,14 +80,11 @@ class PiecewiseLinear:
         return _pwl_tables(frac, self.segments_log2, self.log2_range)
 
     def sigmoid(self, a, frac: int):
+        # The rule evaluated once for every |a| below the range (a cached table; values identical).
         a = np.asarray(a, dtype=np.int64)
-        one = np.int64(1) << np.int64(frac)
-        base, slope = self._tables(frac)
-        width_shift = frac + self.log2_range - self.segments_log2
-        x = np.minimum(np.abs(a), (one << np.int64(self.log2_range)) - 1)
-        k = x >> np.int64(width_shift)
-        y = base[k] + rshift_round(slope[k] * (x - (k << np.int64(width_shift))), frac)
-        y = np.where(np.abs(a) >= (one << np.int64(self.log2_range)), one, y)
+        one = 1 << frac
+        values = _pwl_values(frac, self.segments_log2, self.log2_range)
+        y = values[np.minimum(np.abs(a), values.shape[0] - 1)]
         return np.where(a < 0, one - y, y)
 
     def tanh(self, a, frac: int):
@@ -110,6 +107,18 @@ def _pwl_tables(frac: int, segments_log2: int, log2_range: int) -> tuple[np.ndar
     base.setflags(write=False)
     slope.setflags(write=False)
     return base, slope
+
+
+@lru_cache(maxsize=None)
+def _pwl_values(frac: int, segments_log2: int, log2_range: int) -> np.ndarray:
+    """sig(x) for x = 0 .. 2**(frac + log2_range); the last entry (x at or beyond the range) is 1."""
+    base, slope = _pwl_tables(frac, segments_log2, log2_range)
+    width_shift = frac + log2_range - segments_log2
+    x = np.arange(1 << (frac + log2_range), dtype=np.int64)
+    k = x >> width_shift
+    values = np.append(base[k] + rshift_round(slope[k] * (x - (k << width_shift)), frac), 1 << frac)
+    values.setflags(write=False)
+    return values
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from egru_deploy.ir import EGRU, Embedding, Graph, IRError, Linear, QType
+from egru_deploy.ir import EGRU, Embedding, Graph, IRError, Linear, LinearQuant, QType
 from egru_deploy.profiles import Profile, get_profile, rshift_round, saturate
 
 TRACE_DECAY = np.float32(0.9)
@@ -151,8 +151,27 @@ def quantize_input(graph: Graph, x: np.ndarray) -> np.ndarray:
 
 
 def int_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact integer x @ w. Summed in float64, exact while |sum| < 2**53 (quantize checks the bound)."""
-    return np.rint(x.astype(np.float64) @ w.astype(np.float64)).astype(np.int64)
+    """Exact integer x @ w (see ``ExactSums``)."""
+    return ExactSums(w)(x)
+
+
+class ExactSums:
+    """Exact integer sums ``x @ weights``, as fast as exactness allows.
+
+    Every partial sum is an integer no larger than max|x| * (largest column sum of |weights|):
+    below 2**24 each one is exact in float32 BLAS, below 2**53 in float64 (``quantize`` checks that
+    bound for the widest inputs a format allows).  The weights are converted once.
+    """
+
+    def __init__(self, weights: np.ndarray):
+        self.f64 = weights.astype(np.float64)
+        self.f32 = self.f64.astype(np.float32)
+        self.column_l1 = float(np.abs(self.f64).sum(axis=0).max()) if weights.size else 0.0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        weights = self.f32 if peak * self.column_l1 < 2.0 ** 24 else self.f64
+        return (x.astype(weights.dtype) @ weights).astype(np.int64)
 
 
 @dataclass
@@ -167,6 +186,12 @@ def egru_int_state(batch: int, hidden: int) -> EGRUIntState:
     return EGRUIntState(zeros, zeros.copy(), zeros.copy())
 
 
+def input_preactivation(profile: Profile, layer: EGRU, acc_x: np.ndarray, sat: dict) -> np.ndarray:
+    """Input half of the gate pre-activations, format F: saturate the exact sum, rescale, add the bias."""
+    acc_x = saturate(acc_x, profile.acc_bits, sat, "accumulator")
+    return rshift_round(acc_x, layer.quant.input.frac + layer.quant.kernel.frac - profile.state_frac) + layer.bias
+
+
 def egru_neuron_update(profile: Profile, layer: EGRU, acc_x: np.ndarray, acc_h: np.ndarray,
                        state: EGRUIntState, sat: dict) -> np.ndarray:
     """One step of the EGRU neurons given the raw input and recurrent sums; updates ``state``.
@@ -174,17 +199,20 @@ def egru_neuron_update(profile: Profile, layer: EGRU, acc_x: np.ndarray, acc_h: 
     ``acc_x = x_events @ kernel`` and ``acc_h = previous_events @ recurrent_kernel`` (exact sums).
     Returns the boolean spike mask; the new events and trace are left in ``state``.
     """
-    q = layer.quant
+    return egru_gate_update(profile, layer, input_preactivation(profile, layer, acc_x, sat), acc_h, state, sat)
+
+
+def egru_gate_update(profile: Profile, layer: EGRU, gx: np.ndarray, acc_h: np.ndarray,
+                     state: EGRUIntState, sat: dict) -> np.ndarray:
+    """``egru_neuron_update`` given the input pre-activations ``gx`` (see ``input_preactivation``)."""
     f = profile.state_frac
     h = layer.hidden
     one = np.int64(1) << np.int64(f)
     act = profile.activation
-    acc_x = saturate(acc_x, profile.acc_bits, sat, "accumulator")
     acc_h = saturate(acc_h, profile.acc_bits, sat, "accumulator")
-    gx = rshift_round(acc_x, q.input.frac + q.kernel.frac - f) + layer.bias
-    gh = rshift_round(acc_h, profile.event_frac + q.recurrent_kernel.frac - f) + layer.recurrent_bias
-    z = act.sigmoid(saturate(gx[:, :h] + gh[:, :h], profile.state_bits, sat, "state"), f)
-    r = act.sigmoid(saturate(gx[:, h:2 * h] + gh[:, h:2 * h], profile.state_bits, sat, "state"), f)
+    gh = rshift_round(acc_h, profile.event_frac + layer.quant.recurrent_kernel.frac - f) + layer.recurrent_bias
+    zr = act.sigmoid(saturate(gx[:, :2 * h] + gh[:, :2 * h], profile.state_bits, sat, "state"), f)
+    z, r = zr[:, :h], zr[:, h:]
     a_g = gx[:, 2 * h:] + rshift_round(r * gh[:, 2 * h:], f)
     g = act.tanh(saturate(a_g, profile.state_bits, sat, "state"), f)
     # c' = z*c + (1-z)*g written with one multiply: c + (1-z)*(g-c)
@@ -204,27 +232,33 @@ def egru_layer_int(profile: Profile, layer: EGRU, x: np.ndarray, sat: dict):
     """
     b, t_steps, _ = x.shape
     h = layer.hidden
-    acc_x_all = int_matmul(x, layer.kernel)
+    gx_all = input_preactivation(profile, layer, int_matmul(x, layer.kernel), sat)  # all steps at once
+    recurrent_sums = ExactSums(layer.recurrent_kernel)
     state = egru_int_state(b, h)
     events = np.empty((b, t_steps, h), np.int64)
     traces = np.empty((b, t_steps, h), np.int64)
     counts = np.empty((b, t_steps), np.int64)
     for t in range(t_steps):
-        acc_h = int_matmul(state.events, layer.recurrent_kernel)
-        fired = egru_neuron_update(profile, layer, acc_x_all[:, t], acc_h, state, sat)
+        acc_h = recurrent_sums(state.events)
+        fired = egru_gate_update(profile, layer, gx_all[:, t], acc_h, state, sat)
         events[:, t], traces[:, t] = state.events, state.trace
         counts[:, t] = fired.sum(axis=1)
     return events, traces, counts
 
 
-def linear_int(profile: Profile, layer: Linear, x: np.ndarray, sat: dict) -> np.ndarray:
-    """Quantized readout: exact sum, saturate to the accumulator, rescale, add bias, ReLU, saturate."""
-    q = layer.quant
-    acc = saturate(int_matmul(x, layer.weight.T), profile.acc_bits, sat, "accumulator")
-    out = rshift_round(acc, q.input.frac + q.weight.frac - q.output.frac) + layer.bias
-    if layer.relu:
+def linear_output(profile: Profile, quant: LinearQuant, bias: np.ndarray, relu: bool, acc: np.ndarray,
+                  sat: dict) -> np.ndarray:
+    """Quantized readout after its exact sum: saturate to the accumulator, rescale, add bias, ReLU, saturate."""
+    acc = saturate(acc, profile.acc_bits, sat, "accumulator")
+    out = rshift_round(acc, quant.input.frac + quant.weight.frac - quant.output.frac) + bias
+    if relu:
         out = np.maximum(out, 0)
-    return saturate(out, q.output.bits, sat, "output")
+    return saturate(out, quant.output.bits, sat, "output")
+
+
+def linear_int(profile: Profile, layer: Linear, x: np.ndarray, sat: dict) -> np.ndarray:
+    """Quantized readout of input values x (..., I)."""
+    return linear_output(profile, layer.quant, layer.bias, layer.relu, int_matmul(x, layer.weight.T), sat)
 
 
 def run_int(graph: Graph, x: np.ndarray) -> RunResult:

@@ -181,45 +181,6 @@ class _Counter:
         return Activity(self.neuron_updates, self.messages, self.synaptic_ops, self.batch)
 
 
-class _DenseSums:
-    """Exact integer sums ``payload @ weights`` of one Dense, as fast as exactness allows.
-
-    Every partial sum is an integer no larger than max|payload| * (largest column sum of |weights|);
-    below 2**24 each one is exact in float32, below 2**53 in float64 (``reference.int_matmul``'s
-    method, whose bound ``quantize`` checks).  The weights are converted once.
-    """
-
-    def __init__(self, weights: np.ndarray):
-        self.f32 = weights.astype(np.float32)
-        self.f64 = weights.astype(np.float64)
-        self.column_l1 = float(np.abs(self.f64).sum(axis=0).max()) if weights.size else 0.0
-
-    def __call__(self, payload: np.ndarray) -> np.ndarray:
-        peak = float(np.abs(payload).max()) if payload.size else 0.0
-        weights = self.f32 if peak * self.column_l1 < 2.0 ** 24 else self.f64
-        return (payload.astype(weights.dtype) @ weights).astype(np.int64)
-
-
-def _egru_process(layer: EGRU, arriving: np.ndarray, sat: dict):
-    """An EGRUNeurons process over its window, given the payloads its input Dense receives (B, T, I).
-
-    Each active step takes the input Dense's sums and the recurrent Dense's sums of the events
-    sent one step earlier, and applies ``reference.egru_neuron_update``.
-    """
-    batch, steps, _ = arriving.shape
-    sums_x = _DenseSums(layer.kernel)(arriving)  # the source is known ahead: all steps at once
-    recurrent = _DenseSums(layer.recurrent_kernel)
-    state = reference.egru_int_state(batch, layer.hidden)
-    events = np.empty((batch, steps, layer.hidden), np.int64)
-    traces = np.empty_like(events)
-    counts = np.empty((batch, steps), np.int64)
-    for t in range(steps):
-        fired = reference.egru_neuron_update(LOIHI2, layer, sums_x[:, t], recurrent(state.events), state, sat)
-        events[:, t], traces[:, t] = state.events, state.trace
-        counts[:, t] = np.count_nonzero(fired, axis=1)
-    return events, traces, counts
-
-
 def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> ChipRun:
     """Emulate the Loihi 2 network of a quantized graph on inputs ``x`` (as ``reference.check_input``)."""
     check_graph(graph)
@@ -238,7 +199,7 @@ def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> ChipRu
         arriving = realign(stream, depth - HOP, steps)  # sent one hop earlier by the previous process
         sat: dict[str, int] = {}
         if isinstance(layer, EGRU):
-            events, traces, counts = _egru_process(layer, arriving, sat)
+            events, traces, counts = reference.egru_layer_int(LOIHI2, layer, arriving, sat)
             previous_events = np.concatenate([np.zeros_like(events[:, :1]), events[:, :-1]], axis=1)
             counter.synapses(i, depth, arriving, layer.kernel)
             counter.synapses(i, depth, previous_events, layer.recurrent_kernel)

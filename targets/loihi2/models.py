@@ -1,8 +1,8 @@
 """Process models of the EGRU and readout neurons.
 
 ``fixed_pt``: the integer specification applied to exactly what the Dense processes deliver (their
-exact int32 sums): ``reference.egru_neuron_update`` for the EGRU units and the post-sum part of
-``reference.linear_int`` for the readout.  ``floating_pt``: the EGRU equations of DESIGN.md in
+exact int32 sums): ``reference.egru_neuron_update`` for the EGRU units and
+``reference.linear_output`` for the readout.  ``floating_pt``: the EGRU equations of DESIGN.md in
 float64, for the float IR.
 """
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from egru_deploy.ir import EGRUQuant, LinearQuant
-from egru_deploy.profiles import Profile, get_profile, rshift_round, saturate
-from egru_deploy.reference import TRACE_DECAY, EGRUIntState, egru_neuron_update
+from egru_deploy.ir import EGRUQuant
+from egru_deploy.profiles import get_profile
+from egru_deploy.reference import TRACE_DECAY, EGRUIntState, egru_neuron_update, linear_output
 from egru_deploy.targets.loihi2.process import (FAILURE_MESSAGE_BYTES, SATURATION_KINDS, EGRUNeurons,
                                                 ReadoutNeurons)
 
@@ -39,16 +39,6 @@ class EGRUNeuronParameters:
     @property
     def hidden(self) -> int:
         return self.thr.shape[0]
-
-
-def readout_from_sum(profile: Profile, quant: LinearQuant, bias: np.ndarray, relu: bool,
-                     acc: np.ndarray, sat: dict) -> np.ndarray:
-    """``reference.linear_int`` after its matrix product, applied to the Dense's exact sum."""
-    acc = saturate(acc, profile.acc_bits, sat, "accumulator")
-    out = rshift_round(acc, quant.input.frac + quant.weight.frac - quant.output.frac) + bias
-    if relu:
-        out = np.maximum(out, 0)
-    return saturate(out, quant.output.bits, sat, "output")
 
 
 class _WindowedModel(PyLoihiProcessModel):
@@ -173,7 +163,7 @@ class PyReadoutNeuronsFixed(_ReadoutModel):
 
     def step(self, sums):
         sat: dict[str, int] = {}
-        out = readout_from_sum(get_profile(self.proc_params["profile"]), self.proc_params["quant"], self.bias,
+        out = linear_output(get_profile(self.proc_params["profile"]), self.proc_params["quant"], self.bias,
                                self.proc_params["relu"], sums.astype(np.int64), sat)
         self.count_saturations(sat)
         return (out,)

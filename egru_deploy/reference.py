@@ -28,6 +28,7 @@ class RunResult:
     sequence: np.ndarray | None = None  # (B, T, O) before the output mode is applied
     int_sequence: np.ndarray | None = None  # integer runs: (B, T, O) raw integers of the last layer
     layer_events: list[np.ndarray] = field(default_factory=list)  # per EGRU layer (B, T, H): y (float) or payloads (int)
+    hardware: dict = field(default_factory=dict)  # emulator runs: per-step chip counts and estimates
 
     def sparsity(self) -> float:
         """Fraction of zero events over all EGRU units, steps and batch entries."""
@@ -155,6 +156,9 @@ def int_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return ExactSums(w)(x)
 
 
+SPARSE_ROWS_FRACTION = 0.5  # below this fraction of active inputs, gather their weight rows
+
+
 class ExactSums:
     """Exact integer sums ``x @ weights``, as fast as exactness allows.
 
@@ -171,6 +175,12 @@ class ExactSums:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         peak = float(np.abs(x).max()) if x.size else 0.0
         weights = self.f32 if peak * self.column_l1 < 2.0 ** 24 else self.f64
+        if x.ndim == 2:
+            # Event-driven, as on the chips: only rows of inputs that are non-zero somewhere in the
+            # batch are read.  With sparse events this skips most of the weight memory traffic.
+            active = np.flatnonzero(x.any(axis=0))
+            if len(active) < SPARSE_ROWS_FRACTION * x.shape[1]:
+                return (x[:, active].astype(weights.dtype) @ weights[active]).astype(np.int64)
         return (x.astype(weights.dtype) @ weights).astype(np.int64)
 
 

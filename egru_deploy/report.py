@@ -7,7 +7,7 @@ from rich.table import Table
 
 from egru_deploy.errors import UserError
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # model names and [backend] tags are plain text
 
 
 def print_summary(summary: dict, title: str = "model") -> None:
@@ -36,6 +36,9 @@ def print_event_stats(result, backend: str) -> None:
              f"({layer['sparsity']:.1%} zero)" for i, layer in enumerate(stats["layers"])]
     console.print(f"[{backend}] output {tuple(result.output.shape)}; activity sparsity "
                   f"{stats['sparsity']:.1%}; " + "; ".join(parts))
+    if result.hardware:
+        console.print(f"[{backend}] " + "; ".join(
+            f"{k} {v:,.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.hardware.items()))
     sat = {k: v for k, v in result.saturations.items() if v}
     if sat:
         console.print(f"[{backend}] saturations: " + ", ".join(f"{k}={v}" for k, v in sat.items()))

@@ -347,7 +347,16 @@ def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> ref
     system = load(bundle_dir)
     if output_mode:
         system = replace(system, graph=replace(system.graph, output_mode=output_mode))
-    return simulate(system, x).run
+    result = simulate(system, x)
+    per_step, est = result.per_step(), result.estimates
+    result.run.hardware = {"chip": "SpiNNaker2", "PEs": len(result.pes),
+                           "packets received per step": per_step["packets_received"],
+                           "synaptic ops per step": per_step["synaptic_ops"],
+                           "packets sent per step": per_step["packets_sent"],
+                           **{f"slowest PE per step, us at {clock} (estimate)": t
+                              for clock, t in est["time_per_step_us"].items()},
+                           "energy per step, nJ (estimate)": est["energy_per_step_nj"]}
+    return result.run
 
 
 # --------------------------------------------------------------------------- per-PE packet streams

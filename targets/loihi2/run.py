@@ -15,6 +15,7 @@ from egru_deploy.errors import TargetUnavailable
 from egru_deploy.hwsim import loihi2 as hwsim
 from egru_deploy.ir import Graph
 from egru_deploy.targets.loihi2 import network
+from egru_deploy.targets.loihi2.mapping import ENERGY
 
 TARGET = "loihi2"
 MISSING_LAVA_LOIHI = ("Loihi 2 board runs need Intel's lava-loihi, which is not installed; "
@@ -30,7 +31,17 @@ def bundle_graph(bundle_dir, output_mode: str | None = None) -> Graph:
 
 
 def emulate_hwsim(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> reference.RunResult:
-    return hwsim.emulate(bundle_graph(bundle_dir, output_mode), x)
+    graph = bundle_graph(bundle_dir, output_mode)
+    chip_run = hwsim.run(graph, x)
+    result = chip_run.result(graph)
+    per_core = chip_run.activity.per_core_per_step(chip_run.steps)
+    estimate = ENERGY.estimate(per_core["synaptic_ops"], per_core["neuron_updates"], per_core["messages"])
+    result.hardware = {"chip": "Loihi 2", "neurocores": int(per_core["synaptic_ops"].shape[0]),
+                       "synaptic ops per step": estimate["synaptic_ops"],
+                       "messages per step": estimate["messages"],
+                       "energy per step, nJ (Loihi 1 proxy)": estimate["energy_nj"],
+                       "busiest core per step, us (Loihi 1 proxy)": estimate["busiest_core_us"]}
+    return result
 
 
 def emulate_lava(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> reference.RunResult:

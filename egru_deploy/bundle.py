@@ -64,10 +64,7 @@ def read_manifest(directory: str | os.PathLike, expect_target: str | None = None
     path = Path(directory, BUNDLE_JSON)
     if not path.is_file():
         raise BundleError(f"{directory}: not a bundle (no {BUNDLE_JSON})")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    doc = ir.read_json(path, BundleError)
     if not isinstance(doc, dict) or doc.get("format") != "egru-deploy-bundle":
         raise BundleError(f"{path}: not an egru-deploy bundle manifest")
     version = doc.get("schema_version")

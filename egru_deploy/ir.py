@@ -400,16 +400,21 @@ def load(directory: str | os.PathLike) -> Graph:
     for p in (gpath, wpath):
         if not p.is_file():
             raise IRError(f"{p}: missing (a graph directory holds {GRAPH_JSON} and {WEIGHTS_NPZ})")
-    try:
-        doc = json.loads(gpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IRError(f"{gpath}: not valid JSON ({e})") from None
+    doc = read_json(gpath, IRError)
     try:
         with np.load(wpath, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError) as e:
         raise IRError(f"{wpath}: not a readable .npz file ({e})") from None
     return from_json_and_arrays(doc, arrays, str(gpath))
+
+
+def read_json(path: Path, error: type[Exception]) -> object:
+    """Parse a JSON file, raising ``error`` with one line naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
 
 
 def _json_default(o):

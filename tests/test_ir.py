@@ -1,27 +1,15 @@
 """IR: validation on construction, JSON + npz round trips, bundles written atomically."""
 import json
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from test_nir import assert_same_graph
 from test_quantize import random_graph, random_inputs
 
 from egru_deploy import bundle, ir
 from egru_deploy.profiles import SPINNAKER2
 from egru_deploy.quantize import quantize
-
-
-def assert_graphs_equal(a: ir.Graph, b: ir.Graph):
-    assert (a.input, a.output_mode, a.profile) == (b.input, b.output_mode, b.profile)
-    assert len(a.layers) == len(b.layers)
-    for la, lb in zip(a.layers, b.layers):
-        assert type(la) is type(lb)
-        for f in fields(la):
-            va, vb = getattr(la, f.name), getattr(lb, f.name)
-            if isinstance(va, np.ndarray):
-                assert va.dtype == vb.dtype and np.array_equal(va, vb), f.name
-            else:
-                assert va == vb, f.name
 
 
 @pytest.mark.parametrize("quantized", [False, True])
@@ -30,7 +18,7 @@ def test_round_trip_is_identical(tmp_path, quantized):
     if quantized:
         graph = quantize(graph, SPINNAKER2, random_inputs(graph, 0))
     ir.save(graph, tmp_path / "g")
-    assert_graphs_equal(graph, ir.load(tmp_path / "g"))
+    assert_same_graph(graph, ir.load(tmp_path / "g"))
 
 
 def test_graph_is_frozen_and_validated():

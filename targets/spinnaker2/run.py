@@ -20,8 +20,9 @@ from egru_deploy.reference import RunResult, quantize_input
 from egru_deploy.targets.spinnaker2.build import PE_DIR
 from egru_deploy.targets.spinnaker2.compile import IMAGES_JSON, TARGET_DIR
 
-PACKAGE_HINT = ("py-spinnaker2 (Python package `spinnaker2`, gitlab.com/spinnaker2/py-spinnaker2) is not "
-                "installed; run on the emulators instead: egru-deploy emulate BUNDLE --backend hwsim|qemu")
+PACKAGE_HINT = ("SpiNNaker2 board runs need py-spinnaker2 (Python package `spinnaker2`, "
+                "gitlab.com/spinnaker2/py-spinnaker2), which is not installed; "
+                "emulate instead: egru-deploy emulate BUNDLE --backend hwsim|qemu")
 SYS_TICK_S = 1e-3  # py-spinnaker2's default simulation tick
 
 
@@ -30,7 +31,7 @@ def _import_spinnaker2():
         from spinnaker2 import hardware
         from spinnaker2.application import BaseApplication
     except ImportError:
-        raise TargetUnavailable(f"board run needs {PACKAGE_HINT}") from None
+        raise TargetUnavailable(PACKAGE_HINT) from None
     return hardware, BaseApplication
 
 

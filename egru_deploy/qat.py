@@ -1,0 +1,302 @@
+"""Quantization-aware fine-tuning: ``egru-deploy finetune MODEL --profile loihi2|spinnaker2``.
+
+The torch EGRU is fine-tuned with the chip's arithmetic in its forward pass and smooth gradients in
+its backward pass (straight-through estimators):
+
+* weights are fake-quantized per matrix exactly as post-training quantization does it
+  (``quantize.weight_frac`` + ``quantize.quantize_weights``), through ``torch.nn.utils.parametrize``;
+* the gates use the profile's sigmoid/tanh approximations evaluated on the state grid (format F),
+  with the gradient of the smooth sigmoid/tanh;
+* events are rounded to the profile's event format (E fractional bits) as the neurons emit them.
+
+With ``prune``, every weight matrix is magnitude-pruned once before fine-tuning (``prune.prune``)
+and its zeros stay zero.  The checkpoint keeps the weights on the quantization grid (EvNN state_dict
+layout), so ``egru-deploy compile`` maps them onto exactly the integers the fine-tuning used.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from egru_deploy import ir
+from egru_deploy.compile import pipeline
+from egru_deploy.converters import load_model
+from egru_deploy.converters.torch import from_torch
+from egru_deploy.data import DIGITS_OUTPUT_MODE, LAYOUTS, digits_split, evaluate
+from egru_deploy.errors import UserError
+from egru_deploy.model import EGRU, EGRUNetwork
+from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
+from egru_deploy.prune import PRUNED_FIELDS, prune as prune_graph
+from egru_deploy.quantize import quantize_weights, weight_frac
+from egru_deploy.train import _fit, _save_state_dict
+
+
+class _StraightThrough(torch.autograd.Function):
+    # Not ``smooth + (exact - smooth).detach()``: that sum can miss ``exact`` by an ulp, and the
+    # forward values must be exactly the integer grid's.
+    @staticmethod
+    def forward(ctx, smooth, exact):
+        return exact.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def _straight_through(smooth: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """The value of ``exact`` (taken as a constant) with the gradient of ``smooth``."""
+    return _StraightThrough.apply(smooth, exact.detach())
+
+
+def _rshift_round(x: torch.Tensor, s: int) -> torch.Tensor:
+    """``profiles.rshift_round`` on int64 tensors for s > 0: right shift rounding half up."""
+    return (x + (1 << (s - 1))) >> s
+
+
+class _Gates:
+    """A profile's sigmoid and tanh for torch: integer-exact on the state grid, smooth gradients.
+
+    A pre-activation ``a`` is rounded to the grid (``round(a * 2**F)``) and the profile's integer
+    function is applied, so ``sigmoid(a / 2**F) == activation.sigmoid(a, F) / 2**F`` for integer ``a``.
+    Subclasses provide that function as ``sigmoid_int``/``tanh_int`` on int64 tensors.
+    """
+
+    def __init__(self, profile: Profile):
+        self.frac = profile.state_frac
+
+    def sigmoid(self, a: torch.Tensor) -> torch.Tensor:
+        return _straight_through(torch.sigmoid(a), self._from_grid(self.sigmoid_int(self._to_grid(a)), a))
+
+    def tanh(self, a: torch.Tensor) -> torch.Tensor:
+        return _straight_through(torch.tanh(a), self._from_grid(self.tanh_int(self._to_grid(a)), a))
+
+    def _to_grid(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.round(a.detach().double() * 2.0 ** self.frac).long()
+
+    def _from_grid(self, q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return (q.double() * 2.0 ** -self.frac).to(like.dtype)
+
+
+class PiecewiseLinearGates(_Gates):
+    """``profiles.PiecewiseLinear`` (Loihi 2) with its chord tables."""
+
+    def __init__(self, profile: Profile):
+        super().__init__(profile)
+        pwl: PiecewiseLinear = profile.activation
+        tables = pwl.describe(self.frac)
+        self.base = torch.tensor(tables["base"], dtype=torch.long)
+        self.slope = torch.tensor(tables["slope"], dtype=torch.long)
+        self.x_max = 1 << (self.frac + pwl.log2_range)
+        self.width_shift = self.frac + pwl.log2_range - pwl.segments_log2
+
+    def sigmoid_int(self, a: torch.Tensor) -> torch.Tensor:
+        one = 1 << self.frac
+        x = torch.clamp(a.abs(), max=self.x_max - 1)
+        k = x >> self.width_shift
+        y = self.base[k] + _rshift_round(self.slope[k] * (x - (k << self.width_shift)), self.frac)
+        y = torch.where(a.abs() >= self.x_max, one, y)
+        return torch.where(a < 0, one - y, y)
+
+    def tanh_int(self, a: torch.Tensor) -> torch.Tensor:
+        return 2 * self.sigmoid_int(2 * a) - (1 << self.frac)
+
+
+class LookupTableGates(_Gates):
+    """``profiles.LookupTable`` (SpiNNaker2): piecewise constant over the table's bins."""
+
+    def __init__(self, profile: Profile):
+        super().__init__(profile)
+        lut: LookupTable = profile.activation
+        self.index_bits = lut.index_bits
+        self.tables = {fn: (torch.from_numpy(lut.table(fn, self.frac).copy()), log2_range)
+                       for fn, log2_range in (("sigmoid", lut.sigmoid_log2_range), ("tanh", lut.tanh_log2_range))}
+
+    def _lookup(self, fn: str, a: torch.Tensor) -> torch.Tensor:
+        table, log2_range = self.tables[fn]
+        index = (a + (1 << (self.frac + log2_range))) >> (self.frac + log2_range + 1 - self.index_bits)
+        return table[torch.clamp(index, 0, (1 << self.index_bits) - 1)]
+
+    def sigmoid_int(self, a: torch.Tensor) -> torch.Tensor:
+        return self._lookup("sigmoid", a)
+
+    def tanh_int(self, a: torch.Tensor) -> torch.Tensor:
+        return self._lookup("tanh", a)
+
+
+GATES = {PiecewiseLinear: PiecewiseLinearGates, LookupTable: LookupTableGates}
+
+
+def gates_for(profile: Profile) -> _Gates:
+    return GATES[type(profile.activation)](profile)
+
+
+class EventRounding:
+    """Events leave a neuron in format E: ``rshift_round(y, F - E)`` of the state-format value, straight through."""
+
+    def __init__(self, profile: Profile):
+        self.frac = profile.event_frac
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 ** self.frac
+        return _straight_through(y, torch.floor(y.detach() * scale + 0.5) / scale)
+
+
+def on_weight_grid(w: torch.Tensor, profile: Profile) -> torch.Tensor:
+    """The values PTQ gives matrix ``w``: its int mantissas times its per-matrix scale 2**-frac."""
+    w_np = w.detach().cpu().numpy()
+    frac = weight_frac(w_np, profile)
+    mantissas = quantize_weights(w_np, frac, profile)
+    return torch.from_numpy(mantissas.astype(np.float64) * 2.0 ** -frac).to(w.dtype)
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization: forward on PTQ's grid (:func:`on_weight_grid`), identity gradient."""
+
+    def __init__(self, profile: Profile):
+        super().__init__()
+        self.profile = profile
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return _straight_through(w, on_weight_grid(w, self.profile))
+
+
+class FixedMask(nn.Module):
+    """Parametrization: zero the pruned entries; they get no gradient, so the mask never changes."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+# torch module -> the IR layer holding the same matrices under the same names
+IR_LAYERS = ((EGRU, ir.EGRU), (nn.Linear, ir.Linear))
+
+
+def weight_matrices(model: EGRUNetwork) -> list[tuple[nn.Module, str]]:
+    """``(module, name)`` of every matrix that PTQ quantizes and pruning prunes."""
+    # isinstance, not type(): parametrize swaps a module's class for a generated subclass
+    return [(module, name) for module in model.modules() for torch_type, ir_type in IR_LAYERS
+            if isinstance(module, torch_type) for name in PRUNED_FIELDS[ir_type]]
+
+
+def make_quantization_aware(model: EGRUNetwork, profile: Profile, keep_zeros: bool = False) -> EGRUNetwork:
+    """Put ``profile``'s arithmetic into ``model`` in place; with ``keep_zeros`` its zero weights stay zero."""
+    gates, events = gates_for(profile), EventRounding(profile)
+    for rnn in model.rnns:
+        rnn.sigmoid, rnn.tanh, rnn.event_rounding = gates.sigmoid, gates.tanh, events
+    for module, name in weight_matrices(model):
+        if keep_zeros:
+            parametrize.register_parametrization(module, name, FixedMask((getattr(module, name) != 0).float()))
+        parametrize.register_parametrization(module, name, WeightFakeQuant(profile))
+    return model
+
+
+def freeze_on_grid(model: EGRUNetwork) -> EGRUNetwork:
+    """Undo :func:`make_quantization_aware`, leaving every weight matrix at its quantized (and masked) value."""
+    for rnn in model.rnns:
+        rnn.sigmoid, rnn.tanh, rnn.event_rounding = torch.sigmoid, torch.tanh, None
+    for module, name in weight_matrices(model):
+        if parametrize.is_parametrized(module, name):
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
+
+
+def network_from_graph(graph: ir.Graph) -> EGRUNetwork:
+    """A torch ``EGRUNetwork`` holding a float graph's parameters (the inverse of ``from_torch``)."""
+    embedding = next((layer for layer in graph.layers if isinstance(layer, ir.Embedding)), None)
+    egrus = graph.egru_layers
+    linears = [layer for layer in graph.layers if isinstance(layer, ir.Linear)]
+    if [layer.relu for layer in linears] not in ([], [False], [True, False]):
+        raise UserError("finetune: the readout must be one linear layer, optionally after one ReLU projection")
+    net = EGRUNetwork(input_size=egrus[0].in_size, hidden_sizes=[layer.hidden for layer in egrus],
+                      output_size=linears[-1].out_size if linears else None,
+                      vocab_size=embedding.vocab if embedding else None,
+                      projection_size=linears[0].out_size if len(linears) == 2 else None,
+                      use_trace=any(layer.use_trace for layer in egrus), output_mode=graph.output_mode)
+    params = {}
+    if embedding:
+        params["embeddings.weight"] = embedding.weight
+    for i, layer in enumerate(egrus):
+        params.update({f"rnns.{i}.{name}": getattr(layer, name)
+                       for name in ("kernel", "recurrent_kernel", "bias", "recurrent_bias", "thr")})
+    readouts = ["fc"] if len(linears) == 1 else ["decoder.projection", "decoder.decoder"]
+    for prefix, layer in zip(readouts, linears):
+        params.update({f"{prefix}.weight": layer.weight, f"{prefix}.bias": layer.bias})
+    with torch.no_grad():
+        for key, value in params.items():
+            net.get_parameter(key).copy_(torch.from_numpy(np.asarray(value, np.float32)))
+    return net
+
+
+def compile_and_evaluate(graph: ir.Graph, profile_name: str, calibration_x: np.ndarray, x: np.ndarray,
+                         y: np.ndarray, prune: float = 0.0) -> dict:
+    """Task metrics of ``graph`` after ``egru-deploy compile``'s passes, run by the integer reference."""
+    for stage in pipeline(profile_name, calibration_x, prune):
+        graph = stage.apply(graph)
+    return evaluate(graph, x, y)
+
+
+def _digits_layout(graph: ir.Graph) -> str:
+    for layout, (_, features) in LAYOUTS.items():
+        if features == graph.input.size and not graph.input.tokens:
+            return layout
+    raise UserError(f"finetune --task digits: the model takes {graph.input.size} input features per step; "
+                    f"digits provides {' or '.join(str(f) for _, f in LAYOUTS.values())}")
+
+
+def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: int,
+             output_path: str | os.PathLike, prune: float = 0.0, seed: int = 0, *, task: str = "digits",
+             learning_rate: float = 1e-3, activity_weight: float = 2.0, batch_size: int = 32,
+             progress: bool = False) -> dict:
+    """Fine-tune ``model`` with ``profile_name``'s arithmetic in the loop and save the checkpoint.
+
+    ``activity_weight`` defaults to ``train_digits``' weight, so fine-tuning keeps the trained
+    activity sparsity. Returns test metrics of the original float model, of its post-training
+    quantization, and of the fine-tuned model as compiled for the profile (each with ``prune``
+    applied), all measured with the reference interpreters.
+    """
+    profile = get_profile(profile_name)
+    if task != "digits":
+        raise UserError(f"finetune --task: unknown task {task!r} (expected digits)")
+    if epochs < 1:
+        raise UserError(f"finetune --epochs: expected >= 1, got {epochs}")
+    graph = from_torch(model) if isinstance(model, EGRUNetwork) else load_model(model)
+    if graph.quantized:
+        raise UserError(f"finetune: {model} is already quantized; fine-tune a float model")
+    graph = replace(graph, output_mode=DIGITS_OUTPUT_MODE)
+    x_train, y_train, x_test, y_test = digits_split(layout=_digits_layout(graph))
+    start_graph = prune_graph(graph, prune) if prune else graph
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is fastest and bitwise reproducible
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = make_quantization_aware(network_from_graph(start_graph), profile, keep_zeros=prune > 0)
+            started = time.perf_counter()
+            _fit(net, torch.from_numpy(x_train), torch.from_numpy(y_train), epochs, activity_weight,
+                 learning_rate, batch_size, progress)
+            seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+    freeze_on_grid(net)
+    _save_state_dict(net, Path(output_path))
+    tuned = replace(from_torch(net), output_mode=DIGITS_OUTPUT_MODE)
+    return {
+        "profile": profile.name, "prune": prune,
+        "float": evaluate(graph, x_test, y_test),
+        "ptq": compile_and_evaluate(graph, profile.name, x_train, x_test, y_test, prune),
+        "qat": compile_and_evaluate(tuned, profile.name, x_train, x_test, y_test, prune),
+        "finetune_seconds": seconds,
+        "config": {"epochs": epochs, "seed": seed, "learning_rate": learning_rate,
+                   "activity_weight": activity_weight, "batch_size": batch_size},
+    }

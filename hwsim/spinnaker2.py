@@ -207,8 +207,9 @@ def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activit
     traces = np.zeros((b, t_steps, h), np.int64)
     fired = np.zeros((b, t_steps), np.int64)
     previous = np.zeros((b, h), np.int64)  # the packets every PE of the layer received this tick
+    recurrent_sums = reference.ExactSums(layer.recurrent_kernel)
     for t in range(t_steps):
-        acc_h = reference.int_matmul(previous, layer.recurrent_kernel)
+        acc_h = recurrent_sums(previous)
         before = reference.EGRUIntState(state.c, state.events, state.trace)  # the update rebinds, never mutates
         saturated: dict[str, int] = {}
         fired[:, t] = reference.egru_neuron_update(profile, layer, acc_x[:, t], acc_h, state, saturated).sum(axis=1)

@@ -131,24 +131,29 @@ def save_report_plot(report: dict, path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     names = list(runs)
     if report.get("metric"):
-        axes[0].bar(names, [100 * runs[n]["accuracy"] for n in names], color="tab:blue")
+        accuracies = [100 * runs[n]["accuracy"] for n in names]
+        bars = axes[0].bar(names, accuracies, color="tab:blue")
+        axes[0].bar_label(bars, fmt="%.2f")
         axes[0].set_ylabel("accuracy (%)")
-        low = min(100 * runs[n]["accuracy"] for n in names)
-        axes[0].set_ylim(max(0, low - 5), 100)
+        axes[0].set_ylim(max(0, min(accuracies) - 5), 100)
     else:
         axes[0].text(0.5, 0.5, "no labelled evaluation data", ha="center", va="center")
     axes[0].set_title("task metric")
     layers = np.arange(len(report["layer_snr_db"]))
-    axes[1].bar(layers, [min(s, 99.0) for s in report["layer_snr_db"]], color="tab:green")
-    axes[1].set_xlabel("EGRU layer")
+    layer_names = [f"layer {i}" for i in layers]
+    bars = axes[1].bar(layers, [min(s, 99.0) for s in report["layer_snr_db"]], 0.6, color="tab:green")
+    axes[1].bar_label(bars, fmt="%.1f")
+    axes[1].set_xticks(layers, layer_names)
     axes[1].set_ylabel("event SNR (dB)")
     axes[1].set_title("quantized vs float events")
     width = 0.8 / len(names)
     for k, n in enumerate(names):
-        axes[2].bar(layers + k * width, [100 * s for s in runs[n]["layer_sparsity"]], width, label=n)
-    axes[2].set_xlabel("EGRU layer")
+        axes[2].bar(layers + (k - (len(names) - 1) / 2) * width, [100 * s for s in runs[n]["layer_sparsity"]],
+                    width, label=n)
+    axes[2].set_xticks(layers, layer_names)
     axes[2].set_ylabel("activity sparsity (%)")
-    axes[2].legend()
+    axes[2].set_ylim(0, 100)
+    axes[2].legend(loc="lower right")
     axes[2].set_title("zero events")
     fig.suptitle(f"{report['profile']['chip']}: float vs quantized")
     fig.tight_layout()

@@ -34,6 +34,21 @@ LOADERS_BY_SUFFIX = {
 }
 
 
+def _export_nir(graph, path: Path) -> None:
+    from egru_deploy.converters import nir
+
+    nir.export(graph, path)
+
+
+def _export_onnx(graph, path: Path) -> None:
+    from egru_deploy.converters import onnx
+
+    onnx.export(graph, path)
+
+
+EXPORTERS = {"nir": _export_nir, "onnx": _export_onnx}
+
+
 def load_model(path: str | os.PathLike, layout: dict | None = None):
     """Load a checkpoint, NIR/ONNX file, graph directory or bundle directory as an IR graph."""
     from egru_deploy import bundle, ir

@@ -177,17 +177,15 @@ def compile_cmd(model, target, out_dir, calibration, eval_set, prune_amount, out
 @user_errors
 def export(model, fmt, output_path, output_mode, layout):
     """Write MODEL (checkpoint, model file or bundle) as a NIR or ONNX file."""
-    from importlib import import_module
-
     from egru_deploy.compile import with_output_mode
-    from egru_deploy.converters import load_model
+    from egru_deploy.converters import EXPORTERS, load_model
 
     graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     try:
-        import_module(f"egru_deploy.converters.{fmt}").export(graph, tmp)
+        EXPORTERS[fmt](graph, tmp)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,8 +9,13 @@ its backward pass (straight-through estimators):
   with the gradient of the smooth sigmoid/tanh;
 * events are rounded to the profile's event format (E fractional bits) as the neurons emit them.
 
-With ``prune``, every weight matrix is magnitude-pruned once before fine-tuning (``prune.prune``)
-and its zeros stay zero.  The checkpoint keeps the weights on the quantization grid (EvNN state_dict
+With ``prune``, the matrices are pruned gradually (Zhu & Gupta 2017, "To prune, or not to prune"):
+after each of the first ``prune_epochs`` epochs every matrix is magnitude-pruned on its own
+(``prune.prune_matrix``) to the cubic schedule's sparsity ``prune * (1 - (1 - k / prune_epochs)**3)``;
+pruned weights are set to zero, so the masks only grow, and reach exactly ``prune`` after epoch
+``prune_epochs``.  The remaining epochs fine-tune with the masks fixed.  ``prune_epochs=0`` prunes
+once before fine-tuning instead.  Either way the final zeros are exactly the per-matrix magnitude
+rule's, so ``egru-deploy compile --prune`` finds the same masks.  The checkpoint keeps the weights on the quantization grid (EvNN state_dict
 layout), so ``egru-deploy compile`` maps them onto exactly the integers the fine-tuning used.
 """
 from __future__ import annotations
@@ -33,7 +38,7 @@ from egru_deploy.data import DIGITS_OUTPUT_MODE, LAYOUTS, digits_split, evaluate
 from egru_deploy.errors import UserError
 from egru_deploy.model import EGRU, EGRUNetwork
 from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
-from egru_deploy.prune import PRUNED_FIELDS, prune as prune_graph
+from egru_deploy.prune import PRUNED_FIELDS, prune_matrix
 from egru_deploy.quantize import quantize_weights, weight_frac
 from egru_deploy.train import _fit, _save_state_dict
 
@@ -168,7 +173,7 @@ class WeightFakeQuant(nn.Module):
 
 
 class FixedMask(nn.Module):
-    """Parametrization: zero the pruned entries; they get no gradient, so the mask never changes."""
+    """Parametrization: zero the pruned entries; they get no gradient, so only :class:`GradualPruning` changes the mask."""
 
     def __init__(self, mask: torch.Tensor):
         super().__init__()
@@ -176,6 +181,38 @@ class FixedMask(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         return w * self.mask
+
+
+def cubic_sparsity(step: int, steps: int, final: float) -> float:
+    """Zhu & Gupta's schedule: sparsity after pruning step ``step`` of ``steps`` (0 before, ``final`` at the end)."""
+    return final * (1.0 - (1.0 - min(step, steps) / steps) ** 3)
+
+
+class GradualPruning:
+    """``train._fit`` epoch callback: after epoch k < ``epochs`` (0-based), prune every matrix of a model
+    made by ``make_quantization_aware(..., keep_zeros=True)`` to ``cubic_sparsity(k + 1, epochs, final)``.
+
+    Each matrix is pruned on its own by magnitude (``prune.prune_matrix``) of its masked float weights;
+    pruned weights are zeroed, so they are the smallest at the next step and the masks are nested.
+    """
+
+    def __init__(self, model: EGRUNetwork, final: float, epochs: int):
+        self.matrices = weight_matrices(model)
+        self.final, self.epochs = final, epochs
+
+    def prune_to(self, sparsity: float) -> None:
+        with torch.no_grad():
+            for module, name in self.matrices:
+                weights = module.parametrizations[name]
+                mask = weights[0].mask
+                w = weights.original
+                kept = prune_matrix((w * mask).numpy(), sparsity) != 0
+                mask.copy_(torch.from_numpy(kept).to(mask.dtype))
+                w.mul_(mask)
+
+    def __call__(self, epoch: int) -> None:
+        if epoch < self.epochs:
+            self.prune_to(cubic_sparsity(epoch + 1, self.epochs, self.final))
 
 
 # torch module -> the IR layer holding the same matrices under the same names
@@ -254,41 +291,62 @@ def _digits_layout(graph: ir.Graph) -> str:
                     f"digits provides {' or '.join(str(f) for _, f in LAYOUTS.values())}")
 
 
+def finetune_network(graph: ir.Graph, profile: Profile, x: np.ndarray, y: np.ndarray, epochs: int,
+                     prune: float = 0.0, prune_epochs: int = 0, seed: int = 0, *, learning_rate: float = 1e-3,
+                     activity_weight: float = 2.0, batch_size: int = 32, progress: bool = False) -> EGRUNetwork:
+    """Fine-tune a float ``graph`` on ``(x, y)`` with ``profile``'s arithmetic (and pruning, see the module
+    docstring); return the network frozen on the weight grid. Seeded; runs on one torch thread."""
+    if not 0.0 <= prune < 1.0:
+        raise UserError(f"--prune: expected a fraction in [0, 1), got {prune}")
+    if not 0 <= prune_epochs <= epochs:
+        raise UserError(f"finetune: prune_epochs must lie in [0, epochs={epochs}], got {prune_epochs}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: one thread is fastest and bitwise reproducible
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = make_quantization_aware(network_from_graph(graph), profile, keep_zeros=prune > 0)
+            pruning = GradualPruning(net, prune, prune_epochs) if prune > 0 else None
+            if pruning and not prune_epochs:
+                pruning.prune_to(prune)  # one shot, before fine-tuning
+            _fit(net, torch.from_numpy(x), torch.from_numpy(y), epochs, activity_weight,
+                 learning_rate, batch_size, progress, epoch_end=pruning)
+    finally:
+        torch.set_num_threads(threads)
+    return freeze_on_grid(net)
+
+
 def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: int,
              output_path: str | os.PathLike, prune: float = 0.0, seed: int = 0, *, task: str = "digits",
-             learning_rate: float = 1e-3, activity_weight: float = 2.0, batch_size: int = 32,
-             progress: bool = False) -> dict:
+             prune_epochs: int | None = None, learning_rate: float = 1e-3, activity_weight: float = 2.0,
+             batch_size: int = 32, progress: bool = False) -> dict:
     """Fine-tune ``model`` with ``profile_name``'s arithmetic in the loop and save the checkpoint.
 
-    ``activity_weight`` defaults to ``train_digits``' weight, so fine-tuning keeps the trained
-    activity sparsity. Returns test metrics of the original float model, of its post-training
-    quantization, and of the fine-tuned model as compiled for the profile (each with ``prune``
-    applied), all measured with the reference interpreters.
+    With ``prune``, the sparsity ramps up over the first ``prune_epochs`` epochs (default: half of
+    ``epochs``; 0 prunes once before fine-tuning). ``activity_weight`` defaults to ``train_digits``'
+    weight, so fine-tuning keeps the trained activity sparsity. Returns test metrics of the original
+    float model, of its post-training quantization, and of the fine-tuned model as compiled for the
+    profile (each with ``prune`` applied), all measured with the reference interpreters.
     """
     profile = get_profile(profile_name)
     if task != "digits":
         raise UserError(f"finetune --task: unknown task {task!r} (expected digits)")
     if epochs < 1:
         raise UserError(f"finetune --epochs: expected >= 1, got {epochs}")
+    if prune_epochs is None:
+        prune_epochs = epochs // 2 if prune else 0
+    if not 0.0 <= prune < 1.0:
+        raise UserError(f"--prune: expected a fraction in [0, 1), got {prune}")
     graph = from_torch(model) if isinstance(model, EGRUNetwork) else load_model(model)
     if graph.quantized:
         raise UserError(f"finetune: {model} is already quantized; fine-tune a float model")
     graph = replace(graph, output_mode=DIGITS_OUTPUT_MODE)
     x_train, y_train, x_test, y_test = digits_split(layout=_digits_layout(graph))
-    start_graph = prune_graph(graph, prune) if prune else graph
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: one thread is fastest and bitwise reproducible
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            net = make_quantization_aware(network_from_graph(start_graph), profile, keep_zeros=prune > 0)
-            started = time.perf_counter()
-            _fit(net, torch.from_numpy(x_train), torch.from_numpy(y_train), epochs, activity_weight,
-                 learning_rate, batch_size, progress)
-            seconds = time.perf_counter() - started
-    finally:
-        torch.set_num_threads(threads)
-    freeze_on_grid(net)
+    started = time.perf_counter()
+    net = finetune_network(graph, profile, x_train, y_train, epochs, prune, prune_epochs, seed,
+                           learning_rate=learning_rate, activity_weight=activity_weight,
+                           batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - started
     _save_state_dict(net, Path(output_path))
     tuned = replace(from_torch(net), output_mode=DIGITS_OUTPUT_MODE)
     return {
@@ -297,6 +355,6 @@ def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: 
         "ptq": compile_and_evaluate(graph, profile.name, x_train, x_test, y_test, prune),
         "qat": compile_and_evaluate(tuned, profile.name, x_train, x_test, y_test, prune),
         "finetune_seconds": seconds,
-        "config": {"epochs": epochs, "seed": seed, "learning_rate": learning_rate,
+        "config": {"epochs": epochs, "prune_epochs": prune_epochs, "seed": seed, "learning_rate": learning_rate,
                    "activity_weight": activity_weight, "batch_size": batch_size},
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -69,7 +70,9 @@ def train_digits(output_path: str | os.PathLike, hidden: int = 128, layers: int 
 
 
 def _fit(model: EGRUNetwork, x: torch.Tensor, y: torch.Tensor, epochs: int, activity_weight: float,
-         learning_rate: float, batch_size: int, progress: bool) -> None:
+         learning_rate: float, batch_size: int, progress: bool,
+         epoch_end: Callable[[int], None] | None = None) -> None:
+    """Adam + cosine decay over all batches; ``epoch_end(epoch)`` (0-based), if given, runs after each epoch."""
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     batches_per_epoch = -(-len(x) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches_per_epoch)
@@ -78,7 +81,7 @@ def _fit(model: EGRUNetwork, x: torch.Tensor, y: torch.Tensor, epochs: int, acti
     model.train()
     with bar:
         task = bar.add_task("epochs", total=epochs, stats="")
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = torch.randperm(len(x))
             correct, loss_sum, rate_sum = 0, 0.0, 0.0
             for batch in order.split(batch_size):
@@ -94,6 +97,8 @@ def _fit(model: EGRUNetwork, x: torch.Tensor, y: torch.Tensor, epochs: int, acti
                 rate_sum += float(torch.stack([(e != 0).float().mean() for e in events]).mean()) * len(batch)
             bar.update(task, advance=1, stats=f"loss {loss_sum / len(x):.3f}  train acc {correct / len(x):.1%}  "
                                               f"event rate {rate_sum / len(x):.1%}")
+            if epoch_end is not None:
+                epoch_end(epoch)
     model.eval()
 
 

@@ -2,8 +2,9 @@
 
 For each profile, from examples/digits_egru.pt:
   examples/digits_egru_qat_<profile>.pt          QAT (``egru_deploy.qat.finetune``);
-  examples/digits_egru_qat_prune90_<profile>.pt  90 % magnitude pruning per matrix, then QAT with
-                                                 the masks fixed.
+  examples/digits_egru_qat_prune90_<profile>.pt  QAT with gradual magnitude pruning per matrix to 90 %
+                                                 (cubic schedule over the first half of the epochs),
+                                                 then the masks fixed.
 Deterministic: seeded, one torch thread. Prints the measured test accuracies as JSON.
 
     python scripts/make_qat_examples.py [EXAMPLES_DIR]
@@ -18,10 +19,12 @@ from egru_deploy.profiles import PROFILES
 from egru_deploy.qat import finetune
 
 # name suffix -> finetune options. QAT of the dense model only has to absorb rounding: a few epochs
-# at a small learning rate. The pruned model has to re-learn with a tenth of its weights.
+# at a small learning rate. The pruned model has to re-learn with a tenth of its weights; pruning it
+# gradually while it trains (Zhu & Gupta 2017) beat pruning once before fine-tuning on a validation
+# split carved from the training split. Seed 0 (the default) is shipped, whatever its test accuracy.
 RECIPES = {
     "qat": {"prune": 0.0, "epochs": 5, "learning_rate": 3e-4},
-    "qat_prune90": {"prune": 0.9, "epochs": 120, "learning_rate": 1e-2, "activity_weight": 0.5},
+    "qat_prune90": {"prune": 0.9, "epochs": 120, "prune_epochs": 60, "learning_rate": 1e-2, "activity_weight": 0.5},
 }
 
 

@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning: the chip's arithmetic in torch, fixed masks, checkpoints, digits bounds."""
+"""Quantization-aware fine-tuning: the chip's arithmetic in torch, pruning masks, checkpoints, digits bounds."""
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from egru_deploy.errors import UserError
 from egru_deploy.ir import EGRU, Linear
 from egru_deploy.model import EGRUNetwork
 from egru_deploy.profiles import PROFILES, rshift_round
-from egru_deploy.prune import PRUNED_FIELDS, prune
+from egru_deploy.prune import PRUNED_FIELDS, prune, prune_matrix
 from egru_deploy.quantize import quantize, quantize_weights, weight_frac
 from egru_deploy.train import _fit
 
@@ -97,6 +97,38 @@ def test_masks_stay_fixed_while_the_kept_weights_train():
     assert set(net.state_dict()) == set(small_network().state_dict())  # no parametrization keys left
 
 
+def test_cubic_sparsity_schedule():
+    assert qat.cubic_sparsity(0, 10, 0.9) == 0.0 and qat.cubic_sparsity(10, 10, 0.9) == pytest.approx(0.9)
+    assert qat.cubic_sparsity(12, 10, 0.9) == pytest.approx(0.9)
+    steps = [qat.cubic_sparsity(k, 10, 0.9) for k in range(11)]
+    assert all(b > a for a, b in zip(steps, steps[1:]))  # increasing,
+    assert all(b - a < a - z for z, a, b in zip(steps, steps[1:], steps[2:]))  # fastest at first
+
+
+def test_gradual_pruning_grows_nested_masks_to_exactly_the_per_matrix_magnitude_rule():
+    net = qat.make_quantization_aware(small_network(), PROFILES["spinnaker2"], keep_zeros=True)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((64, 8, 8), dtype=np.float32))
+    masks = []
+
+    def record(epoch):
+        pruning(epoch)
+        masks.append({(id(m), n): m.parametrizations[n][0].mask.clone() for m, n in qat.weight_matrices(net)})
+
+    pruning = qat.GradualPruning(net, 0.9, 3)
+    _fit(net, x, torch.from_numpy(rng.integers(0, 10, 64)), 5, 0.1, 1e-2, 16, False, epoch_end=record)
+    for before, after in zip(masks, masks[1:]):
+        assert all(torch.all(after[k] <= before[k]) for k in before)  # pruned weights stay pruned
+    for k, mask in masks[2].items():
+        assert int((mask == 0).sum()) == round(0.9 * mask.numel())
+        assert torch.equal(masks[-1][k], mask)  # fixed after the schedule
+    qat.freeze_on_grid(net)
+    for m, n in qat.weight_matrices(net):
+        w = getattr(m, n).detach().numpy()
+        np.testing.assert_array_equal(prune_matrix(w, 0.9), w)  # compile's re-pruning changes nothing
+        assert np.count_nonzero(w) <= w.size - round(0.9 * w.size)
+
+
 def test_network_from_graph_round_trips():
     net = small_network()
     rebuilt = qat.network_from_graph(from_torch(net))
@@ -175,17 +207,10 @@ def test_shipped_qat_model_drop_on_digits_is_at_most_half_a_pp(digits, profile):
     assert drop_pp(digits, f"digits_egru_qat_{profile}.pt", profile) <= 0.5
 
 
-# 90 % per-matrix pruning leaves the 8x384 input kernel 307 weights and the 128x10 readout 128;
-# fine-tuning recovers to 94.2-96.0 % over seeds (float 97.6 %): the 2 pp target lies inside that spread.
-PRUNE90_MISSES = {"spinnaker2": "shipped seed-0 model: 95.11 %, 2.44 pp below float (target 2 pp)"}
-
-
-def prune90_case(profile: str):
-    miss = pytest.mark.xfail(profile in PRUNE90_MISSES, reason=PRUNE90_MISSES.get(profile, ""), strict=True)
-    return pytest.param(profile, marks=miss)
-
-
-@pytest.mark.parametrize("profile", [prune90_case(p) for p in PROFILE_IDS])
+# 90 % per-matrix pruning leaves the 8x384 input kernel 307 weights and the 128x10 readout 128.
+# Pruning once and then fine-tuning recovered only to 94.2-96.0 % over seeds (float 97.6 %); gradual
+# pruning during QAT (the shipped recipe, seed 0) stays within the 2 pp bound over seeds 0-2.
+@pytest.mark.parametrize("profile", PROFILE_IDS)
 def test_shipped_prune90_qat_model_drop_on_digits_is_at_most_2pp(digits, profile):
     assert drop_pp(digits, f"digits_egru_qat_prune90_{profile}.pt", profile, 0.9) <= 2.0
 

@@ -44,7 +44,9 @@ def rshift_round(x, s: int):
     """Arithmetic right shift by ``s`` rounding half up; left shift when ``s`` <= 0 (int64)."""
     x = np.asarray(x, dtype=np.int64)
     if s > 0:
-        return (x + (1 << (s - 1))) >> s
+        y = x + (1 << (s - 1))
+        y >>= s  # in place: one temporary instead of two
+        return y
     if s < 0:
         return x << -s
     return x
@@ -79,17 +81,17 @@ class PiecewiseLinear:
     def _tables(self, frac: int) -> tuple[np.ndarray, np.ndarray]:
         return _pwl_tables(frac, self.segments_log2, self.log2_range)
 
+    # Both functions read tables holding the rule evaluated once for every input in range (cached;
+    # values identical to the rule, which the tests check against an independent implementation).
     def sigmoid(self, a, frac: int):
-        # The rule evaluated once for every |a| below the range (a cached table; values identical).
-        a = np.asarray(a, dtype=np.int64)
-        one = 1 << frac
-        values = _pwl_values(frac, self.segments_log2, self.log2_range)
-        y = values[np.minimum(np.abs(a), values.shape[0] - 1)]
-        return np.where(a < 0, one - y, y)
+        table = _pwl_signed_table("sigmoid", frac, self.segments_log2, self.log2_range)
+        half = table.shape[0] // 2
+        return table[np.clip(np.asarray(a, dtype=np.int64), -half, half) + half]
 
     def tanh(self, a, frac: int):
-        one = np.int64(1) << np.int64(frac)
-        return 2 * self.sigmoid(np.asarray(a, dtype=np.int64) * 2, frac) - one
+        table = _pwl_signed_table("tanh", frac, self.segments_log2, self.log2_range)
+        half = table.shape[0] // 2
+        return table[np.clip(np.asarray(a, dtype=np.int64), -half, half) + half]
 
     def describe(self, frac: int) -> dict:
         base, slope = self._tables(frac)
@@ -110,15 +112,20 @@ def _pwl_tables(frac: int, segments_log2: int, log2_range: int) -> tuple[np.ndar
 
 
 @lru_cache(maxsize=None)
-def _pwl_values(frac: int, segments_log2: int, log2_range: int) -> np.ndarray:
-    """sig(x) for x = 0 .. 2**(frac + log2_range); the last entry (x at or beyond the range) is 1."""
+def _pwl_signed_table(fn: str, frac: int, segments_log2: int, log2_range: int) -> np.ndarray:
+    """f(a) for a = -L .. L (index a + L): sigmoid with L = 2**(F + log2_range), where it reaches 1
+    and 0; tanh(a) = 2*sig(2a) - 1 with L halved."""
     base, slope = _pwl_tables(frac, segments_log2, log2_range)
+    one = 1 << frac
+    limit = one << log2_range
     width_shift = frac + log2_range - segments_log2
-    x = np.arange(1 << (frac + log2_range), dtype=np.int64)
+    x = np.arange(limit, dtype=np.int64)
     k = x >> width_shift
-    values = np.append(base[k] + rshift_round(slope[k] * (x - (k << width_shift)), frac), 1 << frac)
-    values.setflags(write=False)
-    return values
+    positive = np.append(base[k] + rshift_round(slope[k] * (x - (k << width_shift)), frac), one)  # sig(0..L)
+    sigmoid = np.concatenate([one - positive[:0:-1], positive])  # sig(-L..L); sig(-x) = 1 - sig(x)
+    table = sigmoid if fn == "sigmoid" else 2 * sigmoid[::2] - one  # tanh(a) = 2*sig(2a) - 1, a = -L/2..L/2
+    table.setflags(write=False)
+    return table
 
 
 @dataclass(frozen=True)

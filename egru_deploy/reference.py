@@ -173,7 +173,7 @@ class ExactSums:
         self.column_l1 = float(np.abs(self.f64).sum(axis=0).max()) if weights.size else 0.0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        peak = float(np.abs(x).max()) if x.size else 0.0
+        peak = float(max(x.max(), -x.min())) if x.size else 0.0  # max |x| without a temporary
         weights = self.f32 if peak * self.column_l1 < 2.0 ** 24 else self.f64
         if x.ndim == 2:
             # Event-driven, as on the chips: only rows of inputs that are non-zero somewhere in the
@@ -221,17 +221,24 @@ def egru_gate_update(profile: Profile, layer: EGRU, gx: np.ndarray, acc_h: np.nd
     act = profile.activation
     acc_h = saturate(acc_h, profile.acc_bits, sat, "accumulator")
     gh = rshift_round(acc_h, profile.event_frac + layer.quant.recurrent_kernel.frac - f) + layer.recurrent_bias
-    zr = act.sigmoid(saturate(gx[:, :2 * h] + gh[:, :2 * h], profile.state_bits, sat, "state"), f)
+    a_zr = gx[:, :2 * h] + gh[:, :2 * h]
+    zr = act.sigmoid(saturate(a_zr, profile.state_bits, sat, "state"), f)
     z, r = zr[:, :h], zr[:, h:]
-    a_g = gx[:, 2 * h:] + rshift_round(r * gh[:, 2 * h:], f)
+    a_g = rshift_round(r * gh[:, 2 * h:], f)
+    a_g += gx[:, 2 * h:]
     g = act.tanh(saturate(a_g, profile.state_bits, sat, "state"), f)
     # c' = z*c + (1-z)*g written with one multiply: c + (1-z)*(g-c)
-    c_new = saturate(state.c + rshift_round((one - z) * (g - state.c), f), profile.state_bits, sat, "state")
+    g -= state.c
+    g *= one - z
+    c_new = rshift_round(g, f)
+    c_new += state.c
+    c_new = saturate(c_new, profile.state_bits, sat, "state")
     fired = c_new > layer.thr
-    state.c = np.where(fired, c_new - layer.thr, c_new)
-    y = np.where(fired, c_new, 0)
+    state.c = c_new - fired * layer.thr
+    y = c_new * fired
     state.events = saturate(rshift_round(y, f - profile.event_frac), profile.event_bits, sat, "event")
-    state.trace = state.trace + rshift_round(profile.trace_gain * (state.events - state.trace), f)
+    if layer.use_trace:  # only a consumed trace is computed (chips skip it too)
+        state.trace = state.trace + rshift_round(profile.trace_gain * (state.events - state.trace), f)
     return fired
 
 

@@ -35,6 +35,7 @@ class EGRUNeuronParameters:
     bias: np.ndarray
     recurrent_bias: np.ndarray
     thr: np.ndarray
+    use_trace: bool
 
     @property
     def hidden(self) -> int:
@@ -104,7 +105,8 @@ class PyEGRUNeuronsFixed(_EGRUModel):
     trace: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=24)
 
     def step(self, sums_x, sums_h):
-        params = EGRUNeuronParameters(self.proc_params["quant"], self.bias, self.recurrent_bias, self.thr)
+        params = EGRUNeuronParameters(self.proc_params["quant"], self.bias, self.recurrent_bias, self.thr,
+                                      self.proc_params["use_trace"])
         state = EGRUIntState(self.c[None], self.events[None], self.trace[None])
         sat: dict[str, int] = {}
         fired = egru_neuron_update(get_profile(self.proc_params["profile"]), params,

@@ -239,7 +239,7 @@ def _build(graph: Graph, topo: Topology, sequence: np.ndarray, chip_steps: int) 
                   **({"quant": layer.quant, "profile": graph.profile} if graph.quantized else {})}
         if g.process == "EGRUNeurons":
             processes[g.name] = EGRUNeurons(bias=layer.bias, recurrent_bias=layer.recurrent_bias, thr=layer.thr,
-                                            **params)
+                                            use_trace=layer.use_trace, **params)
         else:
             processes[g.name] = ReadoutNeurons(bias=layer.bias, relu=layer.relu, **params)
         ports[g.name] = processes[g.name]

@@ -41,10 +41,10 @@ class EGRUNeurons(_NeuronProcess):
     ``quant`` (an ``ir.EGRUQuant``) and ``profile`` are given for the fixed_pt model, None for floating_pt.
     """
 
-    def __init__(self, *, bias: np.ndarray, recurrent_bias: np.ndarray, thr: np.ndarray, start: int,
-                 steps: int, quant=None, profile: str | None = None, name: str | None = None):
+    def __init__(self, *, bias: np.ndarray, recurrent_bias: np.ndarray, thr: np.ndarray, use_trace: bool,
+                 start: int, steps: int, quant=None, profile: str | None = None, name: str | None = None):
         hidden = thr.shape[0]
-        super().__init__(start=start, steps=steps, quant=quant, profile=profile, name=name)
+        super().__init__(start=start, steps=steps, quant=quant, profile=profile, name=name, use_trace=use_trace)
         self.a_in_x = InPort(shape=(3 * hidden,))
         self.a_in_h = InPort(shape=(3 * hidden,))
         self.s_out = OutPort(shape=(hidden,))

@@ -21,6 +21,8 @@ implements exactly the primitives defined here.  The rules, stated once:
   format F: Loihi 2 uses a piecewise-linear sigmoid (a shift to find the piece, one multiply, adds;
   tanh(a) = 2*sig(2a) - 1), as its microcode neurons can do; SpiNNaker2 uses lookup tables held in
   PE memory.
+* Trace.  ``trace += rshift_round(trace_gain * (event - trace), F)`` in event format, kept only for
+  layers whose trace feeds the next layer (``EGRU.use_trace``), as the chips do.
 * Schedule.  Each hop between processes (input -> layer, layer -> layer, layer -> readout) costs
   one time step on the chip (``hop_latency``): Lava's Dense emits at t+1 what it received at t,
   and a SpiNNaker2 PE consumes at tick t+1 the packets sent at tick t.  Recurrent connections

@@ -65,12 +65,8 @@ def read_manifest(directory: str | os.PathLike, expect_target: str | None = None
     if not path.is_file():
         raise BundleError(f"{directory}: not a bundle (no {BUNDLE_JSON})")
     doc = ir.read_json(path, BundleError)
-    if not isinstance(doc, dict) or doc.get("format") != "egru-deploy-bundle":
-        raise BundleError(f"{path}: not an egru-deploy bundle manifest")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or version > BUNDLE_SCHEMA_VERSION:
-        raise BundleError(f"{path}: bundle schema_version {version!r} is newer than supported "
-                          f"({BUNDLE_SCHEMA_VERSION}); upgrade egru-deploy or recompile the bundle")
+    ir.check_versioned(doc, "egru-deploy-bundle", BUNDLE_SCHEMA_VERSION, str(path), BundleError,
+                       "upgrade egru-deploy or recompile the bundle")
     if expect_target is not None and doc.get("target") != expect_target:
         raise BundleError(f"{directory}: bundle was compiled for target {doc.get('target')!r}, "
                           f"not {expect_target!r}; recompile with --target {expect_target}")

@@ -345,13 +345,18 @@ def to_json_and_arrays(graph: Graph) -> tuple[dict, dict]:
     return doc, arrays
 
 
-def from_json_and_arrays(doc: dict, arrays, where: str = "graph.json") -> Graph:
-    if not isinstance(doc, dict) or doc.get("format") != "egru-deploy-graph":
-        raise IRError(f"{where}: not an egru-deploy graph (missing format: egru-deploy-graph)")
+def check_versioned(doc, fmt: str, supported: int, where: str, error: type[Exception], remedy: str) -> None:
+    """A JSON document names its ``format`` and a ``schema_version`` this code can read."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{where}: not an {fmt} document (missing format: {fmt})")
     version = doc.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise IRError(f"{where}: schema_version {version!r} is newer than this egru-deploy supports "
-                      f"({SCHEMA_VERSION}); upgrade egru-deploy")
+    if not isinstance(version, int) or version > supported:
+        raise error(f"{where}: schema_version {version!r} is newer than this egru-deploy supports "
+                    f"({supported}); {remedy}")
+
+
+def from_json_and_arrays(doc: dict, arrays, where: str = "graph.json") -> Graph:
+    check_versioned(doc, "egru-deploy-graph", SCHEMA_VERSION, where, IRError, "upgrade egru-deploy")
     try:
         layers = []
         for i, entry in enumerate(doc["layers"]):

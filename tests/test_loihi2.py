@@ -364,7 +364,7 @@ def test_refuses_bundle_for_another_target_or_newer_schema(digits_bundle, tmp_pa
     for fn in (emulate_hwsim, emulate_lava, run_on_board):
         with pytest.raises(BundleError, match="compiled for target 'spinnaker2', not 'loihi2'"):
             fn(other, x_test[:1])
-        with pytest.raises(BundleError, match="newer than supported"):
+        with pytest.raises(BundleError, match="newer than this egru-deploy supports"):
             fn(newer, x_test[:1])
 
 

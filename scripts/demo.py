@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from rich.table import Table
 
 from egru_deploy import backends, data, reference
 from egru_deploy.compile import compile_model, with_output_mode
 from egru_deploy.converters import load_model
+from egru_deploy.errors import UserError
 from egru_deploy.report import (console, mac_counts, print_quantization_report, print_resources, print_summary,
                                  task_metric)
 from egru_deploy.targets import COMPILERS
@@ -23,6 +25,8 @@ from egru_deploy.targets import COMPILERS
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "digits_egru.pt"
 OUT = ROOT / "demo-out"
+# The real component each target's emulator is checked against, and on how many test samples.
+CROSS_CHECKS = {"loihi2": ("lava", 4), "spinnaker2": ("qemu", 50)}
 
 
 def main() -> int:
@@ -51,6 +55,7 @@ def main() -> int:
         rows.append((f"{target} (hwsim, bit-accurate)", acc, run.sparsity(), mac_counts(graph, x_test, run),
                      _resource_line(run.hardware)))
         console.print(f"{target} hwsim: {len(x_test)} samples in {seconds:.2f} s; bundle in {bundle_dir}")
+        _cross_check(bundle_dir, target, x_test, run)
     table = Table(title="digits example: float vs deployed (held-out test split)")
     for col in ("run", "accuracy", "activity sparsity", "effective / dense MACs per step", "resources"):
         table.add_column(col)
@@ -59,6 +64,20 @@ def main() -> int:
                       f"{m['effective']:,.0f} / {m['dense']:,} ({m['effective'] / m['dense']:.1%})", res)
     console.print(table)
     return 0
+
+
+def _cross_check(bundle_dir: Path, target: str, x, hwsim_run) -> None:
+    """Run the real component (Lava's simulator, the C PE program under QEMU) and compare bit for bit."""
+    backend, samples = CROSS_CHECKS[target]
+    try:
+        real = backends.run_backend(backend, bundle_dir, x[:samples])
+    except UserError as e:  # e.g. QEMU not installed on a machine where setup could not use apt
+        console.print(f"{target}: {backend} cross-check skipped: {e}")
+        return
+    equal = np.array_equal(real.int_sequence, hwsim_run.int_sequence[:samples])
+    console.print(f"{target}: hwsim == {backend} on {samples} test samples, bit for bit: {'yes' if equal else 'NO'}")
+    if not equal:
+        raise SystemExit(f"{target}: hwsim and {backend} disagree")
 
 
 def _resource_line(hardware: dict) -> str:

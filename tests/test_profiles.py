@@ -1,7 +1,7 @@
 """Integer primitives of the profiles against their stated rules (profiles.py docstring)."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from egru_deploy.profiles import LOIHI2, PROFILES, SPINNAKER2, LookupTable, PiecewiseLinear, rshift_round, saturate

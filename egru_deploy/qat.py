@@ -37,7 +37,7 @@ from egru_deploy.converters.torch import from_torch
 from egru_deploy.data import DIGITS_OUTPUT_MODE, LAYOUTS, digits_split, evaluate
 from egru_deploy.errors import UserError
 from egru_deploy.model import EGRU, EGRUNetwork
-from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
+from egru_deploy.profiles import Profile, get_profile
 from egru_deploy.prune import PRUNED_FIELDS, prune_matrix
 from egru_deploy.quantize import quantize_weights, weight_frac
 from egru_deploy.train import _fit, _save_state_dict
@@ -60,86 +60,28 @@ def _straight_through(smooth: torch.Tensor, exact: torch.Tensor) -> torch.Tensor
     return _StraightThrough.apply(smooth, exact.detach())
 
 
-def _rshift_round(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``profiles.rshift_round`` on int64 tensors for s > 0: right shift rounding half up."""
-    return (x + (1 << (s - 1))) >> s
-
-
-class _Gates:
+class Gates:
     """A profile's sigmoid and tanh for torch: integer-exact on the state grid, smooth gradients.
 
-    A pre-activation ``a`` is rounded to the grid (``round(a * 2**F)``) and the profile's integer
-    function is applied, so ``sigmoid(a / 2**F) == activation.sigmoid(a, F) / 2**F`` for integer ``a``.
-    Subclasses provide that function as ``sigmoid_int``/``tanh_int`` on int64 tensors.
+    A pre-activation ``a`` is rounded to the grid (``round(a * 2**F)``) and the profile's own integer
+    function is applied (``profiles``: the one implementation every integer path uses), so
+    ``sigmoid(a / 2**F) == activation.sigmoid(a, F) / 2**F`` for integer ``a``.
     """
 
     def __init__(self, profile: Profile):
         self.frac = profile.state_frac
+        self.activation = profile.activation
 
     def sigmoid(self, a: torch.Tensor) -> torch.Tensor:
-        return _straight_through(torch.sigmoid(a), self._from_grid(self.sigmoid_int(self._to_grid(a)), a))
+        return _straight_through(torch.sigmoid(a), self._exact(self.activation.sigmoid, a))
 
     def tanh(self, a: torch.Tensor) -> torch.Tensor:
-        return _straight_through(torch.tanh(a), self._from_grid(self.tanh_int(self._to_grid(a)), a))
+        return _straight_through(torch.tanh(a), self._exact(self.activation.tanh, a))
 
-    def _to_grid(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.round(a.detach().double() * 2.0 ** self.frac).long()
-
-    def _from_grid(self, q: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return (q.double() * 2.0 ** -self.frac).to(like.dtype)
-
-
-class PiecewiseLinearGates(_Gates):
-    """``profiles.PiecewiseLinear`` (Loihi 2) with its chord tables."""
-
-    def __init__(self, profile: Profile):
-        super().__init__(profile)
-        pwl: PiecewiseLinear = profile.activation
-        tables = pwl.describe(self.frac)
-        self.base = torch.tensor(tables["base"], dtype=torch.long)
-        self.slope = torch.tensor(tables["slope"], dtype=torch.long)
-        self.x_max = 1 << (self.frac + pwl.log2_range)
-        self.width_shift = self.frac + pwl.log2_range - pwl.segments_log2
-
-    def sigmoid_int(self, a: torch.Tensor) -> torch.Tensor:
-        one = 1 << self.frac
-        x = torch.clamp(a.abs(), max=self.x_max - 1)
-        k = x >> self.width_shift
-        y = self.base[k] + _rshift_round(self.slope[k] * (x - (k << self.width_shift)), self.frac)
-        y = torch.where(a.abs() >= self.x_max, one, y)
-        return torch.where(a < 0, one - y, y)
-
-    def tanh_int(self, a: torch.Tensor) -> torch.Tensor:
-        return 2 * self.sigmoid_int(2 * a) - (1 << self.frac)
-
-
-class LookupTableGates(_Gates):
-    """``profiles.LookupTable`` (SpiNNaker2): piecewise constant over the table's bins."""
-
-    def __init__(self, profile: Profile):
-        super().__init__(profile)
-        lut: LookupTable = profile.activation
-        self.index_bits = lut.index_bits
-        self.tables = {fn: (torch.from_numpy(lut.table(fn, self.frac).copy()), log2_range)
-                       for fn, log2_range in (("sigmoid", lut.sigmoid_log2_range), ("tanh", lut.tanh_log2_range))}
-
-    def _lookup(self, fn: str, a: torch.Tensor) -> torch.Tensor:
-        table, log2_range = self.tables[fn]
-        index = (a + (1 << (self.frac + log2_range))) >> (self.frac + log2_range + 1 - self.index_bits)
-        return table[torch.clamp(index, 0, (1 << self.index_bits) - 1)]
-
-    def sigmoid_int(self, a: torch.Tensor) -> torch.Tensor:
-        return self._lookup("sigmoid", a)
-
-    def tanh_int(self, a: torch.Tensor) -> torch.Tensor:
-        return self._lookup("tanh", a)
-
-
-GATES = {PiecewiseLinear: PiecewiseLinearGates, LookupTable: LookupTableGates}
-
-
-def gates_for(profile: Profile) -> _Gates:
-    return GATES[type(profile.activation)](profile)
+    def _exact(self, fn, a: torch.Tensor) -> torch.Tensor:
+        grid = torch.round(a.detach().double() * 2.0 ** self.frac).long().cpu().numpy()
+        values = fn(grid, self.frac).astype(np.float64) * 2.0 ** -self.frac
+        return torch.from_numpy(values).to(device=a.device, dtype=a.dtype)
 
 
 class EventRounding:
@@ -228,7 +170,7 @@ def weight_matrices(model: EGRUNetwork) -> list[tuple[nn.Module, str]]:
 
 def make_quantization_aware(model: EGRUNetwork, profile: Profile, keep_zeros: bool = False) -> EGRUNetwork:
     """Put ``profile``'s arithmetic into ``model`` in place; with ``keep_zeros`` its zero weights stay zero."""
-    gates, events = gates_for(profile), EventRounding(profile)
+    gates, events = Gates(profile), EventRounding(profile)
     for rnn in model.rnns:
         rnn.sigmoid, rnn.tanh, rnn.event_rounding = gates.sigmoid, gates.tanh, events
     for module, name in weight_matrices(model):

@@ -29,7 +29,7 @@ def test_torch_gates_equal_the_integer_gates_on_the_state_grid(profile):
     p = PROFILES[profile]
     f = p.state_frac
     a = np.arange(-(1 << (f + 5)), 1 << (f + 5))  # every state-grid point in [-32, 32): past all tables
-    gates = qat.gates_for(p)
+    gates = qat.Gates(p)
     for fn in ("sigmoid", "tanh"):
         got = getattr(gates, fn)(torch.from_numpy(a / 2.0 ** f).float())
         assert got.dtype == torch.float32
@@ -38,7 +38,7 @@ def test_torch_gates_equal_the_integer_gates_on_the_state_grid(profile):
 
 @pytest.mark.parametrize("profile", PROFILE_IDS)
 def test_gate_gradients_are_those_of_the_smooth_functions(profile):
-    gates = qat.gates_for(PROFILES[profile])
+    gates = qat.Gates(PROFILES[profile])
     for fn, smooth in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
         a = torch.linspace(-6, 6, 97, requires_grad=True)
         b = a.detach().clone().requires_grad_()

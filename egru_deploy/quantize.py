@@ -67,13 +67,13 @@ def check_calibration(graph: Graph, x) -> np.ndarray:
         raise QuantizationError(str(e)) from None
 
 
-def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, frac_drop: dict[tuple[int, str], int]) -> Graph:
+def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks: dict[int, float],
+                     frac_drop: dict[tuple[int, str], int]) -> Graph:
     f, e = profile.state_frac, profile.event_frac
     state_q = QType(profile.state_bits, f)
     event_q = QType(profile.event_bits, e)
     layers = []
     in_q = None
-    linear_outputs = _linear_outputs(graph, x)
     for i, layer in enumerate(graph.layers):
         where = f"layer {i} ({type(layer).__name__})"
         if isinstance(layer, Embedding):
@@ -98,8 +98,7 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, frac_drop: d
             in_q = event_q
         elif isinstance(layer, Linear):
             fw = weight_frac(layer.weight, profile) - frac_drop.get((i, "weight"), 0)
-            peak = float(np.abs(linear_outputs[i]).max())
-            out_q = QType(profile.event_bits, range_frac(peak, profile.event_bits, f))
+            out_q = QType(profile.event_bits, range_frac(linear_peaks[i], profile.event_bits, f))
             quant = LinearQuant(weight=QType(profile.weight_bits, fw), bias=out_q, input=in_q, output=out_q)
             layers.append(replace(layer, quant=quant, weight=quantize_weights(layer.weight, fw, profile),
                                   bias=_fixed(layer.bias, out_q, f"{where}.bias")))
@@ -108,22 +107,14 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, frac_drop: d
     return graph.with_layers(layers, profile=profile.name)
 
 
-def _linear_outputs(graph: Graph, x: np.ndarray) -> dict[int, np.ndarray]:
-    """Float outputs of each Linear layer on the calibration set (to size the readout formats)."""
-    out = {}
-    values = x
+def _linear_peaks(graph: Graph, x: np.ndarray) -> dict[int, float]:
+    """max |output| of each Linear layer on the calibration set (to size the readout formats)."""
+    peaks = {}
     for i, layer in enumerate(graph.layers):
-        if isinstance(layer, Embedding):
-            values = layer.weight[values]
-        elif isinstance(layer, EGRU):
-            y, trace, _ = reference.egru_layer_float(layer, values)
-            values = trace if layer.use_trace else y
-        else:
-            values = values @ layer.weight.T + layer.bias
-            if layer.relu:
-                values = np.maximum(values, 0)
-            out[i] = values
-    return out
+        if isinstance(layer, Linear):
+            prefix = replace(graph, layers=graph.layers[:i + 1], output_mode="sequence")
+            peaks[i] = float(np.abs(reference.run_float(prefix, x).output).max())
+    return peaks
 
 
 def _check_exact_sums(layer, in_q: QType, rec_q: QType | None, where: str) -> None:
@@ -142,9 +133,10 @@ def quantize(graph: Graph, profile: Profile, calibration_x) -> Graph:
     if graph.quantized:
         raise QuantizationError(f"model is already quantized for profile {graph.profile!r}")
     x = check_calibration(graph, calibration_x)
+    linear_peaks = _linear_peaks(graph, x)  # float ranges: the same for every refinement
     frac_drop: dict[tuple[int, str], int] = {}
     for _ in range(MAX_REFINEMENTS + 1):
-        qgraph = _quantize_layers(graph, profile, x, frac_drop)
+        qgraph = _quantize_layers(graph, profile, x, linear_peaks, frac_drop)
         saturating = _accumulator_saturations(qgraph, profile, x)
         if not saturating:
             return qgraph

@@ -86,12 +86,13 @@ class PiecewiseLinear:
     # Both functions read tables holding the rule evaluated once for every input in range (cached;
     # values identical to the rule, which the tests check against an independent implementation).
     def sigmoid(self, a, frac: int):
-        table = _pwl_signed_table("sigmoid", frac, self.segments_log2, self.log2_range)
-        half = table.shape[0] // 2
-        return table[np.clip(np.asarray(a, dtype=np.int64), -half, half) + half]
+        return self._lookup("sigmoid", a, frac)
 
     def tanh(self, a, frac: int):
-        table = _pwl_signed_table("tanh", frac, self.segments_log2, self.log2_range)
+        return self._lookup("tanh", a, frac)
+
+    def _lookup(self, fn: str, a, frac: int):
+        table = _pwl_signed_table(fn, frac, self.segments_log2, self.log2_range)
         half = table.shape[0] // 2
         return table[np.clip(np.asarray(a, dtype=np.int64), -half, half) + half]
 

@@ -166,7 +166,7 @@ class PyReadoutNeuronsFixed(_ReadoutModel):
     def step(self, sums):
         sat: dict[str, int] = {}
         out = linear_output(get_profile(self.proc_params["profile"]), self.proc_params["quant"], self.bias,
-                               self.proc_params["relu"], sums.astype(np.int64), sat)
+                            self.proc_params["relu"], sums.astype(np.int64), sat)
         self.count_saturations(sat)
         return (out,)
 

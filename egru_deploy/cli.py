@@ -95,11 +95,10 @@ def emulate(model, input_path, output_path, backend, output_mode, layout):
 
 
 def _save_output(output: np.ndarray, output_path: str) -> None:
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial.npy")
-    np.save(tmp, output.astype(np.float32))
-    tmp.replace(out)
+    from egru_deploy.files import atomic_output
+
+    with atomic_output(output_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, output.astype(np.float32))
 
 
 @main.command()
@@ -179,18 +178,13 @@ def export(model, fmt, output_path, output_mode, layout):
     """Write MODEL (checkpoint, model file or bundle) as a NIR or ONNX file."""
     from egru_deploy.compile import with_output_mode
     from egru_deploy.converters import EXPORTERS, load_model
+    from egru_deploy.files import atomic_output
 
     graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
+    with atomic_output(output_path) as tmp:
         EXPORTERS[fmt](graph, tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     kind = f"quantized for {graph.profile}" if graph.quantized else "float"
-    click.echo(f"{fmt} model ({kind}) written to {out}")
+    click.echo(f"{fmt} model ({kind}) written to {output_path}")
 
 
 def _run_spinnaker2_board(bundle_dir, x, board, output_mode):

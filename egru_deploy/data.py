@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from egru_deploy.errors import UserError
+from egru_deploy.files import atomic_output
 from egru_deploy.ir import Graph
 from egru_deploy.reference import run
 
@@ -63,14 +64,8 @@ def digits_split(seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION, l
 def save_split(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
     """Write ``x`` (N, T, I) float32 and ``y`` (N,) int64 to a compressed ``.npz`` (atomically)."""
     x, y = _checked(np.asarray(x), np.asarray(y), str(path))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial.npz")
-    try:
-        np.savez_compressed(tmp, x=x, y=y)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, x=x, y=y)
 
 
 def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

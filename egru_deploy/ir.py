@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Union
@@ -18,6 +17,7 @@ from typing import Union
 import numpy as np
 
 from egru_deploy.errors import UserError
+from egru_deploy.files import atomic_output
 
 SCHEMA_VERSION = 1
 OUTPUT_MODES = ("sequence", "last", "mean")
@@ -394,8 +394,10 @@ def save(graph: Graph, directory: str | os.PathLike) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     doc, arrays = to_json_and_arrays(graph)
-    _atomic_write(directory / WEIGHTS_NPZ, lambda f: np.savez(f, **arrays), binary=True)
-    _atomic_write(directory / GRAPH_JSON, lambda f: json.dump(doc, f, indent=1, default=_json_default))
+    with atomic_output(directory / WEIGHTS_NPZ) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    with atomic_output(directory / GRAPH_JSON) as tmp, open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, default=_json_default)
 
 
 def load(directory: str | os.PathLike) -> Graph:
@@ -430,14 +432,3 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def _atomic_write(path: Path, writer, binary: bool = False) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

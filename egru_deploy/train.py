@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from egru_deploy.converters.torch import from_torch
 from egru_deploy.data import DIGITS_CLASSES, DIGITS_OUTPUT_MODE, digits_split, evaluate, save_split
 from egru_deploy.errors import UserError
+from egru_deploy.files import atomic_output
 from egru_deploy.model import EGRUNetwork
 
 
@@ -104,14 +105,8 @@ def _fit(model: EGRUNetwork, x: torch.Tensor, y: torch.Tensor, epochs: int, acti
 
 def _save_state_dict(model: EGRUNetwork, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, then rename: never a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def ship_examples(directory: str | os.PathLike = "examples", **train_options) -> dict:

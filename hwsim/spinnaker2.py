@@ -202,10 +202,6 @@ def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activit
     slices = [_egru_slice(layer, tuple(pe["units"])) for pe in pes]
     columns = [_gate_columns(h, tuple(pe["units"])) for pe in pes]
     acc_x = reference.int_matmul(values, layer.kernel)
-    # Input halves of the gates for all steps, PE by PE so each PE's saturations are its own.
-    gx = np.empty((b, t_steps, 3 * h), np.int64)
-    for s, cols, act in zip(slices, columns, activity):
-        gx[..., cols] = reference.input_preactivation(profile, s, acc_x[..., cols], act.saturations)
     state = reference.egru_int_state(b, h)
     events = np.zeros((b, t_steps, h), np.int64)
     traces = np.zeros((b, t_steps, h), np.int64)
@@ -216,12 +212,12 @@ def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activit
         acc_h = recurrent_sums(previous)
         before = reference.EGRUIntState(state.c, state.events, state.trace)  # the update rebinds, never mutates
         saturated: dict[str, int] = {}
-        fired[:, t] = reference.egru_gate_update(profile, layer, gx[:, t], acc_h, state, saturated).sum(axis=1)
+        fired[:, t] = reference.egru_neuron_update(profile, layer, acc_x[:, t], acc_h, state, saturated).sum(axis=1)
         if saturated:
             for pe, s, cols, act in zip(pes, slices, columns, activity):
                 u0, u1 = pe["units"]
                 part = reference.EGRUIntState(before.c[:, u0:u1], before.events[:, u0:u1], before.trace[:, u0:u1])
-                reference.egru_gate_update(profile, s, gx[:, t, cols], acc_h[:, cols], part, act.saturations)
+                reference.egru_neuron_update(profile, s, acc_x[:, t, cols], acc_h[:, cols], part, act.saturations)
         events[:, t], traces[:, t] = state.events, state.trace
         previous = events[:, t]
     x_active = values != 0

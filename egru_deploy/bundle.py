@@ -1,17 +1,16 @@
 """Bundle directories: a graph (``graph.json`` + ``weights.npz``), ``bundle.json`` naming the target
 and profile, and whatever artefacts the target writes.  Written atomically: everything goes into a
-temporary sibling directory that is renamed into place only when complete.
+temporary sibling directory that is renamed into place only when complete; an existing folder is
+replaced only when it is a bundle and the user asked for it (``--force``).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from egru_deploy import __version__, ir
+from egru_deploy import __version__, files, ir
 from egru_deploy.errors import UserError
 
 BUNDLE_JSON = "bundle.json"
@@ -27,25 +26,16 @@ def is_bundle(path: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def writing(out_dir: str | os.PathLike):
-    """Yield a temporary directory; on success it replaces ``out_dir`` whole, on error it vanishes."""
+def writing(out_dir: str | os.PathLike, inputs: tuple = (), force: bool = False):
+    """Yield a temporary directory; on success it replaces ``out_dir`` whole, on error it vanishes.
+
+    An existing ``out_dir`` is replaced only if it is itself a bundle and ``force`` is set; a folder
+    holding one of ``inputs`` (or the working folder) is never replaced.
+    """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise BundleError(f"{out}: exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
+    files.check_output_folder(out, inputs, force, is_bundle)
+    with files.atomic_folder(out) as tmp:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_manifest(directory: Path, target: str | None, profile: str | None, extra: dict | None = None) -> None:

@@ -4,6 +4,7 @@ Every user error (``egru_deploy.errors.UserError``) ends the command with exit c
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -49,6 +50,17 @@ def _load_input(path: str) -> np.ndarray:
         raise UserError(f"{path}: not a readable .npy array ({e})") from None
 
 
+@contextlib.contextmanager
+def _naming(option: str, path: str):
+    """Errors about data that does not fit the model name the option and file it came from."""
+    from egru_deploy.reference import InputError
+
+    try:
+        yield
+    except InputError as e:
+        raise UserError(f"{option} {path}: {e.detail}") from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="egru-deploy")
 def main():
@@ -89,7 +101,8 @@ def emulate(model, input_path, output_path, backend, output_mode, layout):
     from egru_deploy.report import print_event_stats
 
     x = _load_input(input_path)
-    result = run_backend(backend, model, x, output_mode=output_mode, layout=_read_layout(layout))
+    with _naming("--input", input_path):
+        result = run_backend(backend, model, x, output_mode=output_mode, layout=_read_layout(layout))
     _save_output(result.output, output_path)
     print_event_stats(result, backend)
 
@@ -121,25 +134,39 @@ def train(task, output_path, hidden, layers, epochs, seed):
 BUILTIN_DATASETS = ("digits-train", "digits-test")
 
 
-def _dataset(value: str | None, labels: bool):
-    """``FILE.npz`` (keys x[, y]) or a built-in split name -> (x, y or None)."""
+def _dataset(value: str | None, labels: bool, graph, option: str):
+    """``FILE.npz`` (keys x[, y]) or a built-in split name -> (x, y or None), checked against ``graph``."""
     if value is None:
         return None
     from egru_deploy import data
+    from egru_deploy.reference import check_input
 
     if value in BUILTIN_DATASETS:
         x_train, y_train, x_test, y_test = data.digits_split()
-        return (x_train, y_train) if value == "digits-train" else (x_test, y_test)
-    if labels:
-        return data.load_split(value)
-    return data.load_inputs(value), None
+        x, y = (x_train, y_train) if value == "digits-train" else (x_test, y_test)
+    elif labels:
+        x, y = data.load_split(value)
+    else:
+        x, y = data.load_inputs(value), None
+    with _naming(option, value):
+        check_input(graph, x)
+    if labels and y.max() >= graph.out_size:
+        raise UserError(f"{option} {value}: label {y.max()} needs at least {y.max() + 1} model outputs, "
+                        f"the model has {graph.out_size}")
+    return x, y
+
+
+def _named_files(*values) -> tuple[str, ...]:
+    """The options' values that are files or folders (inputs a compile must never replace)."""
+    return tuple(v for v in values if v is not None and Path(v).exists())
 
 
 @main.command(name="compile")
 @click.argument("model", type=click.Path())
 @click.option("--target", required=True, type=click.Choice(["loihi2", "spinnaker2"]))
 @click.option("-o", "--out-dir", "out_dir", required=True, type=click.Path(),
-              help="Bundle directory to write (replaced atomically; keeps every stage under stages/).")
+              help="Bundle directory to write (atomically; keeps every stage under stages/).")
+@click.option("--force", is_flag=True, help="Replace OUT_DIR if it already holds a bundle (never any other folder).")
 @click.option("--calibration", required=True,
               help="Calibration inputs: FILE.npz with an 'x' array, or digits-train / digits-test.")
 @click.option("--eval", "eval_set", default=None,
@@ -150,16 +177,17 @@ def _dataset(value: str | None, labels: bool):
               help="Set the model's output mode (a checkpoint does not store it).")
 @click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
 @user_errors
-def compile_cmd(model, target, out_dir, calibration, eval_set, prune_amount, output_mode, layout):
+def compile_cmd(model, target, out_dir, force, calibration, eval_set, prune_amount, output_mode, layout):
     """Quantize MODEL for TARGET's integer profile and write a deployable bundle with its report."""
     from egru_deploy.compile import compile_model, with_output_mode
     from egru_deploy.converters import load_model
     from egru_deploy.report import print_quantization_report, print_resources
 
     graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
-    calib_x, _ = _dataset(calibration, labels=False)
-    eval_data = _dataset(eval_set, labels=True)
-    report = compile_model(graph, target, out_dir, calib_x, prune_amount, eval_data, source=model)
+    calib_x, _ = _dataset(calibration, False, graph, "--calibration")
+    eval_data = _dataset(eval_set, True, graph, "--eval")
+    report = compile_model(graph, target, out_dir, calib_x, prune_amount, eval_data, source=model,
+                           inputs=_named_files(model, calibration, eval_set, layout), force=force)
     print_quantization_report(report)
     print_resources(report["resources"])
     click.echo(f"bundle written to {out_dir} (report.json, report.png, stages/) in {report['compile_seconds']:.2f} s")
@@ -219,7 +247,8 @@ def run_cmd(bundle_dir, target, board, input_path, output_path, output_mode):
     from egru_deploy import bundle
 
     bundle.read_manifest(bundle_dir, expect_target=target)
-    result = BOARD_RUNNERS[target](bundle_dir, _load_input(input_path), board, output_mode)
+    with _naming("--input", input_path):
+        result = BOARD_RUNNERS[target](bundle_dir, _load_input(input_path), board, output_mode)
     _save_output(result.output, output_path)
 
 

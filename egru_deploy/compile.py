@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from egru_deploy import bundle, ir
+from egru_deploy import bundle, files, ir
 from egru_deploy.errors import UserError
 from egru_deploy.profiles import get_profile
 from egru_deploy.prune import prune
@@ -45,8 +45,13 @@ def _target_compilers() -> dict:
 
 
 def compile_model(graph: ir.Graph, target: str, out_dir, calibration_x, prune_amount: float = 0.0,
-                  eval_data: tuple[np.ndarray, np.ndarray] | None = None, source: str = "") -> dict:
-    """Run the pipeline and write a complete bundle atomically; return the compile report."""
+                  eval_data: tuple[np.ndarray, np.ndarray] | None = None, source: str = "",
+                  inputs: tuple = (), force: bool = False) -> dict:
+    """Run the pipeline and write a complete bundle atomically; return the compile report.
+
+    ``inputs`` are the files the user named (never replaced); ``force`` allows replacing an
+    existing bundle at ``out_dir``.
+    """
     compilers = _target_compilers()
     if target not in compilers:
         raise UserError(f"--target: unknown target {target!r} (expected one of {', '.join(compilers)})")
@@ -54,6 +59,7 @@ def compile_model(graph: ir.Graph, target: str, out_dir, calibration_x, prune_am
         raise UserError(f"{source or 'model'}: already quantized for {graph.profile!r}; compile a float model")
     from egru_deploy.report import quantization_report, save_report_plot
 
+    files.check_output_folder(Path(out_dir), inputs, force, bundle.is_bundle)  # before the slow part
     started = time.perf_counter()
     stages = pipeline(target, calibration_x, prune_amount)
     graphs = [("float", graph)]
@@ -61,7 +67,7 @@ def compile_model(graph: ir.Graph, target: str, out_dir, calibration_x, prune_am
         graphs.append((stage.name, stage.apply(graphs[-1][1])))
     quantized = graphs[-1][1]
     reference_float = graphs[-2][1]  # the float graph the quantizer saw (pruned if pruning was asked)
-    with bundle.writing(out_dir) as tmp:
+    with bundle.writing(out_dir, inputs, force) as tmp:
         ir.save(quantized, tmp)
         ir.save(reference_float, tmp / bundle.FLOAT_DIR)
         for index, (name, g) in enumerate(graphs):

@@ -46,30 +46,44 @@ class RunResult:
         }
 
 
+class InputError(IRError):
+    """Input data that does not fit the graph; ``detail`` is the message without the input's name,
+    so a caller that knows the file can name it instead."""
+
+    def __init__(self, name: str, detail: str):
+        super().__init__(f"{name}: {detail}")
+        self.detail = detail
+
+
 def check_input(graph: Graph, x: np.ndarray, name: str = "input") -> np.ndarray:
-    """Validate ``x`` against the graph and return it shaped (B, T[, I]); raises IRError."""
+    """Validate ``x`` against the graph and return it shaped (B, T[, I]); raises InputError."""
     x = np.asarray(x)
     if graph.input.tokens:
         if not np.issubdtype(x.dtype, np.integer):
-            raise IRError(f"{name}: token model expects integer tokens (B,T) or (T,), got dtype {x.dtype}")
+            raise InputError(name, f"token model expects integer tokens (B,T) or (T,), got dtype {x.dtype}")
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2:
-            raise IRError(f"{name}: token model expects shape (B,T) or (T,), got {x.shape}")
+            raise InputError(name, f"token model expects shape (B,T) or (T,), got {x.shape}")
         if x.size and (x.min() < 0 or x.max() >= graph.input.size):
-            raise IRError(f"{name}: tokens must lie in [0, {graph.input.size}), got [{x.min()}, {x.max()}]")
-        return x.astype(np.int64)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise IRError(f"{name}: expected float32 features (B,T,{graph.input.size}) or (T,{graph.input.size}), "
-                      f"got dtype {x.dtype}")
-    if x.ndim == 2:
-        x = x[None]
-    if x.ndim != 3 or x.shape[2] != graph.input.size:
-        raise IRError(f"{name}: expected shape (B,T,{graph.input.size}) or (T,{graph.input.size}), got {x.shape}")
+            raise InputError(name, f"tokens must lie in [0, {graph.input.size}), got [{x.min()}, {x.max()}]")
+    else:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputError(name, f"expected float32 features (B,T,{graph.input.size}) or (T,{graph.input.size}), "
+                                   f"got dtype {x.dtype}")
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[2] != graph.input.size:
+            raise InputError(name, f"expected shape (B,T,{graph.input.size}) or (T,{graph.input.size}), "
+                                   f"got {x.shape}")
+    if x.shape[0] == 0:
+        raise InputError(name, f"holds 0 samples (shape {x.shape})")
     if x.shape[1] == 0:
-        raise IRError(f"{name}: sequence length is 0")
+        raise InputError(name, f"sequence length is 0 (shape {x.shape})")
+    if graph.input.tokens:
+        return x.astype(np.int64)
     if not np.all(np.isfinite(x)):
-        raise IRError(f"{name}: contains NaN or inf")
+        raise InputError(name, "contains NaN or inf")
     return x.astype(np.float32)
 
 

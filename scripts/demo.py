@@ -45,7 +45,8 @@ def main() -> int:
     for target in COMPILERS:
         console.rule(f"target {target}")
         bundle_dir = OUT / f"digits-{target}"
-        report = compile_model(graph, target, bundle_dir, x_train, eval_data=(x_test, y_test), source=str(MODEL))
+        report = compile_model(graph, target, bundle_dir, x_train, eval_data=(x_test, y_test), source=str(MODEL),
+                               force=True)  # the demo owns demo-out/
         print_quantization_report(report)
         print_resources(report["resources"])
         started = time.perf_counter()

@@ -1,8 +1,10 @@
 """Bit-accurate, batched emulator of an EGRU network mapped onto SpiNNaker2 PEs.
 
-It reads what the SpiNNaker2 compiler wrote into a bundle (``spinnaker2/placement.json``: PEs, unit
-slices, weight formats, routing tables) beside the quantized graph, and imports nothing from
-``egru_deploy.targets``.  Per tick, every PE consumes the packets routed to it in the previous tick
+It emulates what the SpiNNaker2 compiler wrote into a bundle (``spinnaker2/placement.json``: PEs, unit
+slices, weight formats, routing tables) beside the quantized graph; the emulation imports nothing from
+``egru_deploy.targets``.  Bundles are read through the target's checked reader
+(``targets/spinnaker2/loader.py``), the one QEMU and the board path use, so every backend refuses the
+same malformed bundles.  Per tick, every PE consumes the packets routed to it in the previous tick
 (one hop = one tick, ``profiles.latency``), updates the units it owns with the spinnaker2 profile's
 arithmetic (``reference.egru_neuron_update`` / ``reference.linear_int`` on its slice: the C PE
 program is checked against these outputs under QEMU) and sends one packet per non-zero value.
@@ -16,9 +18,7 @@ cycle-accurate and SpiNNaker2 has no public per-operation energy figures (see DE
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -27,8 +27,6 @@ from egru_deploy.errors import UserError
 from egru_deploy.ir import EGRU, Graph, Linear, QType
 from egru_deploy.profiles import get_profile
 
-TARGET_DIR = "spinnaker2"
-PLACEMENT_JSON = "placement.json"
 CLOCKS_HZ = (150e6, 300e6)  # published PE clock settings
 # Cycle ESTIMATES of the PE kernel's work (Cortex-M4 instruction timings, ARM DDI 0439: loads 2,
 # 64-bit load/store 3, SMLAL 1, taken branch 2-4): per packet (interrupt entry, source lookup,
@@ -64,13 +62,10 @@ class System:
 
 
 def load(bundle_dir) -> System:
-    from egru_deploy import bundle
+    """A spinnaker2 bundle's graph and placement, checked whole (placement, images) by the target's reader."""
+    from egru_deploy.targets.spinnaker2 import loader  # at call time: the loader imports this module
 
-    path = Path(bundle_dir, TARGET_DIR, PLACEMENT_JSON)
-    bundle.read_manifest(bundle_dir, expect_target="spinnaker2")
-    if not path.is_file():
-        raise UserError(f"{bundle_dir}: no {TARGET_DIR}/{PLACEMENT_JSON}; recompile with --target spinnaker2")
-    return System(bundle.load_graph(bundle_dir), json.loads(path.read_text()))
+    return loader.load(bundle_dir).system
 
 
 # --------------------------------------------------------------------------- routing
@@ -260,7 +255,7 @@ def simulate(system: System, x: np.ndarray, keep_streams: bool = False) -> Spinn
     profile = get_profile(graph.profile)
     hops = check_routing(system)
     memory = system.placement["memory"]
-    values = reference.quantize_input(graph, x)
+    values = reference.quantize_input(graph, x)  # refuses 0 samples or 0 steps, as every backend
     input_packets = int(np.count_nonzero(values))
     result = reference.RunResult(output=np.empty(0, np.float32))
     activity = [PEActivity(pe["index"], pe["layer"], pe["units"][1] - pe["units"][0],
@@ -318,9 +313,11 @@ def host_output(system: System, batch: int, steps: int, sample: np.ndarray, tick
     layout, output = system.placement["key_layout"], system.placement["output"]
     latency = len(system.placement["layers"])
     wanted = (output["population"] << 1 | output["channel"])
-    keep = ((key >> layout["unit_bits"]) == wanted) & (tick >= latency) & (tick < steps + latency)
+    unit = key & ((1 << layout["unit_bits"]) - 1)
+    keep = (((key >> layout["unit_bits"]) == wanted) & (tick >= latency) & (tick < steps + latency)
+            & (unit < system.graph.out_size) & (sample >= 0) & (sample < batch))  # a board's stray packets
     values = np.zeros((batch, steps, system.graph.out_size), np.int64)
-    values[sample[keep], tick[keep] - latency, key[keep] & ((1 << layout["unit_bits"]) - 1)] = payload[keep]
+    values[sample[keep], tick[keep] - latency, unit[keep]] = payload[keep]
     sequence = output_format(system).to_float(values)
     return values, sequence, reference.apply_output_mode(sequence, output_mode or system.graph.output_mode)
 

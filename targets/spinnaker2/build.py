@@ -55,8 +55,9 @@ class PEMemory:
     measured: bool  # False: conservative defaults (no toolchain here)
 
 
+DTCM_ORIGIN = 0x8000  # pe.ld: the flat PE memory is ITCM (32 KB at 0) then DTCM
 # Used when arm-none-eabi-gcc is absent; tests check the measured program never needs more.
-DEFAULT_MEMORY = PEMemory(code_bytes=32 * 1024, runtime_bytes=4096, image_address=0x8000 + 2048,
+DEFAULT_MEMORY = PEMemory(code_bytes=32 * 1024, runtime_bytes=4096, image_address=DTCM_ORIGIN + 2048,
                           image_capacity=96 * 1024 - 4096, measured=False)
 
 

@@ -24,19 +24,27 @@ def image_name(pe_index: int) -> str:
     return f"images/pe{pe_index:05d}.bin"
 
 
-def write_images(graph: Graph, mapping: Mapping, out: Path) -> dict:
+def pe_images(graph: Graph, mapping: Mapping) -> tuple[list[bytes], dict]:
+    """Every PE's memory image and the ``images.json`` map (what compile writes, what a reader expects)."""
     profile = get_profile(graph.profile)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    image_map = {}
+    blobs, image_map = [], {}
     for pe in mapping.pes:
         blob, sections = images.pack(graph.layers[pe.layer], profile, pe)
         if len(blob) > mapping.memory.image_capacity:
             raise MappingError(f"PE {pe.index}: image of {len(blob):,} bytes exceeds the PE's "
                                f"{mapping.memory.image_capacity:,} bytes of DTCM left for data")
-        (out / image_name(pe.index)).write_bytes(blob)
+        blobs.append(blob)
         image_map[str(pe.index)] = {"file": image_name(pe.index), "bytes": len(blob), "chip": pe.chip,
                                     "core": pe.core, "load_address": mapping.memory.image_address,
                                     "sections": sections}
+    return blobs, image_map
+
+
+def write_images(graph: Graph, mapping: Mapping, out: Path) -> dict:
+    blobs, image_map = pe_images(graph, mapping)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for index, blob in enumerate(blobs):
+        (out / image_name(index)).write_bytes(blob)
     return image_map
 
 

@@ -200,16 +200,35 @@ def _split(costs: _LayerCosts, units: int, capacity: int, max_units: int, where:
     return slices
 
 
-def map_graph(graph: Graph, memory: PEMemory, board: Board = BOARD, max_units_per_pe: int | None = None) -> Mapping:
-    """Split, place and route ``graph`` (quantized for spinnaker2)."""
+def chip_layers(graph: Graph) -> list[tuple[int, EGRU | Linear]]:
+    """(graph index, layer) of the layers that run on PEs (an embedding is a host look-up)."""
+    return [(i, layer) for i, layer in enumerate(graph.layers) if isinstance(layer, (EGRU, Linear))]
+
+
+def _check_slices(slices: list[tuple[int, int]], costs: _LayerCosts, capacity: int, first: int, where: str) -> None:
+    """Given slices (a bundle being re-checked) must each fit a PE image, as ``_split``'s do."""
+    for k, (u0, u1) in enumerate(slices):
+        size = costs.slice(u0, u1)[0]
+        if size > capacity:
+            raise MappingError(f"{where}: PE {first + k} (units {u0}..{u1 - 1}) needs an image of {size:,} bytes "
+                               f"but a PE image holds {capacity:,} bytes")
+
+
+def map_graph(graph: Graph, memory: PEMemory, board: Board = BOARD, max_units_per_pe: int | None = None,
+              slices: list[list[tuple[int, int]]] | None = None) -> Mapping:
+    """Split, place and route ``graph`` (quantized for spinnaker2).
+
+    ``slices`` (per chip layer, the unit slices of its PEs) replaces the split: a bundle's placement
+    is re-derived from its own slices so that a reader can compare every other field.
+    """
     if graph.profile != "spinnaker2":
         raise MappingError(f"graph is quantized for profile {graph.profile!r}, not 'spinnaker2'")
-    chip_layers = [(i, layer) for i, layer in enumerate(graph.layers) if isinstance(layer, (EGRU, Linear))]
-    if graph.input.size > images.CHANNEL_BIT or any(layer.out_size > images.CHANNEL_BIT for _, layer in chip_layers):
+    on_chip = chip_layers(graph)
+    if graph.input.size > images.CHANNEL_BIT or any(layer.out_size > images.CHANNEL_BIT for _, layer in on_chip):
         raise MappingError(f"a population larger than {images.CHANNEL_BIT:,} units does not fit the packet key")
     plans, pes = [], []
     in_population, in_channel = images.HOST_POPULATION, 0
-    for depth, (i, layer) in enumerate(chip_layers, start=1):
+    for depth, (i, layer) in enumerate(on_chip, start=1):
         kind = "egru" if isinstance(layer, EGRU) else "linear"
         where = f"layer {i} ({type(layer).__name__}, {layer.out_size} units)"
         costs = _costs(layer)
@@ -218,12 +237,17 @@ def map_graph(graph: Graph, memory: PEMemory, board: Board = BOARD, max_units_pe
         if kind == "egru":
             sources.append((images.population_key(population), images.MATRIX_H))
         first = len(pes)
-        slices = _split(costs, layer.out_size, memory.image_capacity, max_units_per_pe or layer.out_size, where)
-        if first + len(slices) > board.pes:
-            raise MappingError(f"{where} does not fit the board: its {len(slices):,} PEs bring the model to "
-                               f"{first + len(slices):,} PEs but a board has {board.pes:,} "
+        if slices is None:
+            layer_slices = _split(costs, layer.out_size, memory.image_capacity, max_units_per_pe or layer.out_size,
+                                  where)
+        else:
+            layer_slices = slices[depth - 1]
+            _check_slices(layer_slices, costs, memory.image_capacity, first, where)
+        if first + len(layer_slices) > board.pes:
+            raise MappingError(f"{where} does not fit the board: its {len(layer_slices):,} PEs bring the model to "
+                               f"{first + len(layer_slices):,} PEs but a board has {board.pes:,} "
                                f"({board.chips} chips x {board.pes_per_chip} PEs)")
-        for u0, u1 in slices:
+        for u0, u1 in layer_slices:
             index = len(pes)
             size, x_format, h_format, x_nnz, h_nnz = costs.slice(u0, u1)
             pes.append(PE(index=index, chip=index // board.pes_per_chip, core=index % board.pes_per_chip,

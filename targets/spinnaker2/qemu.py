@@ -9,7 +9,6 @@ A run that does not finish in time is killed (its process group) and reported in
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,8 +21,7 @@ import numpy as np
 
 from egru_deploy.errors import TargetUnavailable, UserError
 from egru_deploy.hwsim import spinnaker2 as hwsim
-from egru_deploy.targets.spinnaker2 import build, images
-from egru_deploy.targets.spinnaker2.compile import IMAGES_JSON, TARGET_DIR
+from egru_deploy.targets.spinnaker2 import build, images, loader
 
 QEMU_COMMAND = ("qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-serial", "none",
                 "-semihosting-config", "enable=on,target=native")
@@ -83,11 +81,17 @@ def decode_sent(blob: bytes, n_samples: int, n_ticks: int):
 
 
 def run_elf(elf: Path, events: bytes, timeout_s: float = DEFAULT_TIMEOUT_S, what: str = "PE") -> bytes:
-    """Run one PE ELF under QEMU with ``events`` as events.bin; return sent.bin."""
+    """Run one PE ELF under QEMU with ``events`` as events.bin; return sent.bin.
+
+    Semihosting gives the guest file I/O on the host, so QEMU runs in a fresh temporary folder
+    holding only this run's files (the ELF, events.bin) under relative names, and the PE program
+    opens only bare names there (semihosting.c says what semihosting would still allow).
+    """
     require_qemu()
     with tempfile.TemporaryDirectory(prefix="egru-s2-qemu-") as tmp:
+        shutil.copyfile(elf, Path(tmp, "pe.elf"))
         Path(tmp, "events.bin").write_bytes(events)
-        process = subprocess.Popen([*QEMU_COMMAND, "-kernel", str(elf)], cwd=tmp, stdout=subprocess.PIPE,
+        process = subprocess.Popen([*QEMU_COMMAND, "-kernel", "pe.elf"], cwd=tmp, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = process.communicate(timeout=timeout_s)
@@ -116,13 +120,11 @@ class PECheck:
     packets_by_tick: list  # QEMU's packets per sample and tick
 
 
-def check_pe(bundle_dir, system: hwsim.System, result: hwsim.Spinnaker2Result, pe_index: int,
+def check_pe(loaded: loader.Spinnaker2Bundle, result: hwsim.Spinnaker2Result, pe_index: int,
              timeout_s: float = DEFAULT_TIMEOUT_S) -> PECheck:
     """Run one PE on QEMU with the packets hwsim routed to it; compare everything it sends."""
-    stream = hwsim.pe_packets(system, result, pe_index)
-    image_map = json.loads(Path(bundle_dir, TARGET_DIR, IMAGES_JSON).read_text())
-    image = Path(bundle_dir, TARGET_DIR, image_map[str(pe_index)]["file"]).read_bytes()
-    elf = build.link(image, name=f"PE {pe_index}")
+    stream = hwsim.pe_packets(loaded.system, result, pe_index)
+    elf = build.link(loaded.images[pe_index], name=f"PE {pe_index}")
     n_samples, n_ticks = len(stream.received), len(stream.received[0])
     blob = run_elf(elf, encode_stream(stream.received), timeout_s, what=f"PE {pe_index}")
     got, counters = decode_sent(blob, n_samples, n_ticks)
@@ -155,15 +157,15 @@ def _first_difference(k_want, p_want, k_got, p_got) -> str:
 
 def check_bundle(bundle_dir, x: np.ndarray, pes=None, timeout_s: float = DEFAULT_TIMEOUT_S):
     """hwsim run + QEMU run of each PE (all by default); returns (hwsim result, checks)."""
-    system = hwsim.load(bundle_dir)
-    result = hwsim.simulate(system, x, keep_streams=True)
-    indices = range(len(system.pes)) if pes is None else pes
-    return system, result, [check_pe(bundle_dir, system, result, i, timeout_s) for i in indices]
+    loaded = loader.load(bundle_dir)  # a malformed bundle is reported even where QEMU is missing
+    require_qemu()
+    result = hwsim.simulate(loaded.system, x, keep_streams=True)
+    indices = range(len(loaded.system.pes)) if pes is None else pes
+    return loaded.system, result, [check_pe(loaded, result, i, timeout_s) for i in indices]
 
 
 def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
     """The ``qemu`` backend: every PE on QEMU; the output is read from the output PEs' packets."""
-    require_qemu()
     system, result, checks = check_bundle(bundle_dir, x, timeout_s=timeout_s)
     for check in checks:
         if not check.equal:

@@ -9,16 +9,13 @@ not on PyPI, so it is imported lazily and its absence is reported in one line.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from egru_deploy.errors import TargetUnavailable
 from egru_deploy.hwsim import spinnaker2 as hwsim
 from egru_deploy.reference import RunResult, quantize_input
+from egru_deploy.targets.spinnaker2 import loader
 from egru_deploy.targets.spinnaker2.build import PE_DIR
-from egru_deploy.targets.spinnaker2.compile import IMAGES_JSON, TARGET_DIR
 
 PACKAGE_HINT = ("SpiNNaker2 board runs need py-spinnaker2 (Python package `spinnaker2`, "
                 "gitlab.com/spinnaker2/py-spinnaker2), which is not installed; "
@@ -43,10 +40,11 @@ def host_packets(system: hwsim.System, values: np.ndarray) -> np.ndarray:
 
 
 def run_on_board(bundle_dir, x: np.ndarray, board_ip: str, output_mode: str | None = None) -> RunResult:
-    hardware, base_application = _import_spinnaker2()
-    system = hwsim.load(bundle_dir)
+    loaded = loader.load(bundle_dir)  # a malformed bundle is reported before a missing package
+    system = loaded.system
+    inputs = quantize_input(system.graph, x)
     hwsim.check_routing(system)
-    image_map = json.loads(Path(bundle_dir, TARGET_DIR, IMAGES_JSON).read_text())
+    hardware, base_application = _import_spinnaker2()
 
     class EGRUApplication(base_application):
         """The EGRU PE program: the same C kernel and images as the QEMU runs."""
@@ -55,15 +53,13 @@ def run_on_board(bundle_dir, x: np.ndarray, board_ip: str, output_mode: str | No
         source_dir = PE_DIR
 
         def memory_images(self):
-            return {(entry["chip"], entry["core"]): (entry["load_address"],
-                                                    Path(bundle_dir, TARGET_DIR, entry["file"]).read_bytes())
-                    for entry in image_map.values()}
+            return {(entry["chip"], entry["core"]): (entry["load_address"], loaded.images[int(index)])
+                    for index, entry in loaded.image_map.items()}
 
         def routing_tables(self):
             return {int(chip): entries for chip, entries in system.placement["routing"].items()}
 
     latency = len(system.placement["layers"])
-    inputs = quantize_input(system.graph, x)
     batch, steps = inputs.shape[:2]
     chip = hardware.SpiNNaker2Chip(eth_ip=board_ip)
     received = np.asarray(chip.run(EGRUApplication(), steps + latency, sys_tick_in_s=SYS_TICK_S,

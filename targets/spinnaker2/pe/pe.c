@@ -42,14 +42,128 @@ static int64_t lookup(const int16_t *table, int64_t a, int32_t offset, unsigned 
     return table[index];
 }
 
-int pe_init(uint8_t *image)
+static const char *const STATUS_TEXT[PE_N_STATUS] = {
+    [PE_OK] = "ok",
+    [PE_BAD_SIZE] = "image_bytes exceeds the image (or the image is shorter than its header or misaligned)",
+    [PE_BAD_MAGIC] = "wrong magic",
+    [PE_BAD_VERSION] = "unsupported version",
+    [PE_BAD_KIND] = "kind is neither EGRU nor Linear (or a Linear image has h_rows)",
+    [PE_BAD_FORMAT] = "x_format or h_format is not dense, csr8 or csr16",
+    [PE_BAD_SECTION] = "a section offset is misaligned, out of order or its section (sized from the "
+                       "header's counts) leaves the image",
+    [PE_BAD_CSR] = "CSR row pointers do not start at 0 or decrease, or a column index is out of range",
+    [PE_BAD_LUT] = "lut_entries is 0",
+    [PE_BAD_STATE] = "state_begin is not off_acc_x, or state_end does not cover the state inside the image",
+    [PE_BAD_ARITHMETIC] = "a bit width or shift is outside what 64-bit arithmetic supports",
+};
+
+const char *pe_status_text(int status)
+{
+    return status >= 0 && status < PE_N_STATUS ? STATUS_TEXT[status] : "unknown status";
+}
+
+/* A section of `bytes` at `off`: 8-byte aligned (int64 accumulators), after the previous section
+ * (so sections never overlap) and inside the image.  64-bit sums: header counts cannot wrap. */
+static int place(uint32_t off, uint64_t bytes, uint64_t *cursor)
+{
+    if (off % 8 != 0 || off < *cursor || off + bytes > hdr->image_bytes)
+        return 0;
+    *cursor = off + bytes;
+    return 1;
+}
+
+/* A weight matrix's ptr/idx/val sections; for CSR, row pointers from 0 never decrease and every
+ * column index is below `cols` (pe_receive indexes the accumulators with them unchecked). */
+static int check_matrix(unsigned format, uint32_t rows, uint32_t cols, uint32_t off_ptr, uint32_t off_idx,
+                        uint32_t off_val, uint64_t *cursor)
+{
+    if (format == PE_FORMAT_DENSE)
+        return place(off_ptr, 0, cursor) && place(off_idx, 0, cursor) &&
+               place(off_val, (uint64_t)rows * cols, cursor) ? PE_OK : PE_BAD_SECTION;
+    if (format != PE_FORMAT_CSR8 && format != PE_FORMAT_CSR16)
+        return PE_BAD_FORMAT;
+    if (!place(off_ptr, 2 * ((uint64_t)rows + 1), cursor))
+        return PE_BAD_SECTION;
+    const uint16_t *ptr = (const uint16_t *)(base + off_ptr);
+    if (ptr[0] != 0)
+        return PE_BAD_CSR;
+    for (uint32_t r = 0; r < rows; r++)
+        if (ptr[r + 1] < ptr[r])
+            return PE_BAD_CSR;
+    const uint32_t nnz = ptr[rows], width = format == PE_FORMAT_CSR8 ? 1u : 2u;
+    if (!place(off_idx, (uint64_t)nnz * width, cursor) || !place(off_val, nnz, cursor))
+        return PE_BAD_SECTION;
+    for (uint32_t k = 0; k < nnz; k++) {
+        const uint32_t col = width == 1 ? base[off_idx + k] : ((const uint16_t *)(base + off_idx))[k];
+        if (col >= cols)
+            return PE_BAD_CSR;
+    }
+    return PE_OK;
+}
+
+static int bits_ok(unsigned bits)
+{
+    return bits >= 1 && bits <= 63; /* saturate() builds 1 << (bits - 1) in int64 */
+}
+
+static int shift_ok(int shift)
+{
+    return shift >= -62 && shift <= 63; /* rshift_round: 1 << (s - 1), or 1 << -s */
+}
+
+static int check_header(uint32_t size)
+{
+    if (size < sizeof(pe_header) || (uintptr_t)base % 8 != 0)
+        return PE_BAD_SIZE;
+    if (hdr->magic != PE_MAGIC)
+        return PE_BAD_MAGIC;
+    if (hdr->version != PE_VERSION)
+        return PE_BAD_VERSION;
+    if (hdr->image_bytes > size)
+        return PE_BAD_SIZE;
+    const int egru = hdr->kind == PE_KIND_EGRU;
+    if (!egru && (hdr->kind != PE_KIND_LINEAR || hdr->h_rows != 0))
+        return PE_BAD_KIND; /* a Linear PE has no recurrent matrix (and no acc_h to add it to) */
+    if (!bits_ok(hdr->acc_bits) || !bits_ok(hdr->state_bits) || !bits_ok(hdr->event_bits) ||
+        !shift_ok(hdr->shift_x) || (!egru && !bits_ok(hdr->out_bits)) ||
+        (egru && (!shift_ok(hdr->shift_h) || hdr->state_frac > 62 || !shift_ok(hdr->event_shift) ||
+                  !shift_ok(hdr->sigmoid_shift) || !shift_ok(hdr->tanh_shift))))
+        return PE_BAD_ARITHMETIC;
+    if (egru && hdr->lut_entries == 0)
+        return PE_BAD_LUT; /* lookup() clamps to lut_entries - 1 */
+    const uint64_t n = hdr->n_units, cols = egru ? 3 * n : n, lut = egru ? hdr->lut_entries : 0;
+    uint64_t cursor = sizeof(pe_header);
+    if (!place(hdr->off_sources, (uint64_t)sizeof(pe_source) * hdr->n_sources, &cursor))
+        return PE_BAD_SECTION;
+    int status = check_matrix(hdr->x_format, hdr->x_rows, (uint32_t)cols, hdr->off_x_ptr, hdr->off_x_idx,
+                              hdr->off_x_val, &cursor);
+    if (status == PE_OK)
+        status = check_matrix(hdr->h_format, hdr->h_rows, (uint32_t)cols, hdr->off_h_ptr, hdr->off_h_idx,
+                              hdr->off_h_val, &cursor);
+    if (status != PE_OK)
+        return status;
+    if (!place(hdr->off_bias, 4 * cols, &cursor) || !place(hdr->off_rbias, egru ? 4 * cols : 0, &cursor) ||
+        !place(hdr->off_thr, egru ? 4 * n : 0, &cursor) || !place(hdr->off_lut_sigmoid, 2 * lut, &cursor) ||
+        !place(hdr->off_lut_tanh, 2 * lut, &cursor))
+        return PE_BAD_SECTION;
+    if (!place(hdr->off_acc_x, 8 * cols, &cursor) || !place(hdr->off_acc_h, egru ? 8 * cols : 0, &cursor) ||
+        !place(hdr->off_cell, egru ? 4 * n : 0, &cursor) || !place(hdr->off_trace, egru ? 4 * n : 0, &cursor) ||
+        !place(hdr->off_counters, 4 * PE_N_COUNTERS, &cursor))
+        return PE_BAD_SECTION;
+    /* pe_reset zeroes [state_begin, state_end): all of the state, and no weight. */
+    if (hdr->state_begin != hdr->off_acc_x || hdr->state_end < cursor || hdr->state_end > hdr->image_bytes)
+        return PE_BAD_STATE;
+    return PE_OK;
+}
+
+int pe_init(uint8_t *image, uint32_t size)
 {
     base = image;
     hdr = (const pe_header *)image;
-    if (hdr->magic != PE_MAGIC || hdr->version != PE_VERSION)
-        return -1;
-    pe_reset();
-    return 0;
+    const int status = check_header(size);
+    if (status == PE_OK)
+        pe_reset();
+    return status;
 }
 
 void pe_reset(void)

@@ -8,8 +8,17 @@
 #include <stdint.h>
 #include "pe_image_layout.h"
 
-/* Bind the kernel to its memory image; returns 0, or -1 if the image is not a PE image. */
-int pe_init(uint8_t *image);
+/* pe_init's results: PE_OK, or the header check that failed (pe_status_text says which). */
+enum {
+    PE_OK = 0, PE_BAD_SIZE, PE_BAD_MAGIC, PE_BAD_VERSION, PE_BAD_KIND, PE_BAD_FORMAT, PE_BAD_SECTION,
+    PE_BAD_CSR, PE_BAD_LUT, PE_BAD_STATE, PE_BAD_ARITHMETIC, PE_N_STATUS
+};
+
+/* Bind the kernel to its memory image of `size` bytes.  Every header field is checked against that
+ * size first (the image comes from the host, so nothing in it is trusted): afterwards no access
+ * leaves the image and every shift is defined.  Returns PE_OK or the failed check. */
+int pe_init(uint8_t *image, uint32_t size);
+const char *pe_status_text(int status);
 /* Zero the state (accumulators, cell, trace, counters): a new sample starts. */
 void pe_reset(void);
 /* A packet arrived: add its weight row times the payload to the accumulators. */

@@ -9,7 +9,7 @@
 
 #define STREAM_MAGIC 0x32535645u /* "EVS2" */
 
-extern uint8_t pe_image[];
+extern uint8_t pe_image[], __pe_image_end[];
 extern uint32_t __harness_start[], __harness_end[];
 
 static uint32_t *out_cursor, *out_end;
@@ -37,8 +37,12 @@ void pe_send(uint32_t key, int32_t payload)
 
 int main(void)
 {
-    if (pe_init(pe_image) != 0)
-        return fail("pe: image has a wrong magic or version\n");
+    const int status = pe_init(pe_image, (uint32_t)(__pe_image_end - pe_image));
+    if (status != PE_OK) {
+        sh_write0("pe: invalid image: ");
+        sh_write0(pe_status_text(status));
+        return fail("\n");
+    }
     const uint32_t harness_words = (uint32_t)(__harness_end - __harness_start);
     uint32_t *in = __harness_start, *in_end;
     int fd = sh_open("events.bin", SH_MODE_RB);

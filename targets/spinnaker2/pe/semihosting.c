@@ -22,8 +22,19 @@ static uint32_t length_of(const char *text)
     return n;
 }
 
+/* Opens only a bare file name (no '/', '\\', no leading '.'): relative to QEMU's working folder,
+ * which qemu.py makes a fresh temporary folder holding just this run's files.  Semihosting itself
+ * still lets guest code open any host path (and SYS_SYSTEM run host commands, with QEMU's rights):
+ * this is acceptable only because the guest is our program, built from these sources, and its one
+ * input from a bundle, the PE image, is data that pe_init validates (and the Python loader has
+ * compared with what the bundle's graph compiles to) before anything uses it. */
 int sh_open(const char *name, int mode)
 {
+    if (name[0] == '\0' || name[0] == '.')
+        return -1;
+    for (const char *c = name; *c; c++)
+        if (*c == '/' || *c == '\\')
+            return -1;
     const uint32_t args[3] = {(uint32_t)name, (uint32_t)mode, length_of(name)};
     return call(SYS_OPEN, args);
 }

@@ -3,7 +3,9 @@
 Reading a file
 --------------
 ``load(path)`` reads the file with ``torch.load(path, map_location="cpu", weights_only=True)`` only,
-so a hostile pickle cannot run code. The file holds either a bare state_dict or a dict wrapping one
+so a hostile pickle cannot run code; its format (a torch.save zip archive or a legacy pickle) is told
+by its bytes, not its suffix, and errors never repeat torch's advice to turn safe loading off. A
+tensor whose strides make elements share storage (a saved ``expand()``) is refused. The file holds either a bare state_dict or a dict wrapping one
 (``state_dict``, ``model_state_dict``, ``model``, ``net`` ... beside ``epoch``, optimizer state and
 the like): the weights are the one nested dict, at any depth up to 3, with EGRU keys. The dict that
 directly wraps them may carry ``output_mode`` ("sequence" | "last" | "mean") and ``use_trace``
@@ -60,12 +62,13 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from egru_deploy import ir
+from egru_deploy import ir, safe_io
 from egru_deploy.errors import ConversionError
 
 TRAINING_ONLY = ("dampening_factor", "pseudo_derivative_support", "_max_norm")
@@ -120,32 +123,95 @@ def from_state_dict(sd: dict, layout: dict | None = None, output_mode: str | Non
 
 # --------------------------------------------------------------------------- reading the file
 
+# How torch names the object safe loading refused, across versions (newest wording first).
+BLOCKED_GLOBAL_PATTERNS = (
+    r"GLOBAL (\S+) was not an allowed global",
+    r"unsupported GLOBAL (\S+) whose module",
+    r"Unsupported global: GLOBAL (\S+)",
+    r"\bGLOBAL (\S+)",
+    r"but got <class '([^']+)'>",
+    r"unrecognized function (\S+)",
+)
+# Torch's advice on disabling or loosening safe loading: never passed on to the user.
+SAFE_LOADING_ADVICE = re.compile(r"weights.only|safe_globals|trust", re.IGNORECASE)
+SAVE_TENSORS = "save tensors only, e.g. torch.save(model.state_dict(), path)"
+
+
 def _read(path: Path):
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
+    """Unpickle a checkpoint with safe loading only; its format is told by content, not by suffix."""
+    safe_io.regular_file(path, ConversionError)
+    _check_container(path)
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols on stderr; the CLI promises one line per error.
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
-        raise ConversionError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        raise ConversionError(f"{path}: cannot read the file ({e.strerror or _reason(e)})") from None
     except pickle.UnpicklingError as e:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if unsupported:
-            raise ConversionError(
-                f"{path}: holds a Python object ({unsupported.group(1)}) that safe loading (weights_only) refuses; "
-                f"save tensors only, e.g. torch.save(model.state_dict(), path)") from None
-        raise ConversionError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        name = _blocked_global(e)
+        if name:
+            raise ConversionError(f"{path}: holds a Python object ({name}) that safe loading (weights_only) "
+                                  f"refuses; {SAVE_TENSORS}") from None
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint: safe loading refuses its pickle "
+                              f"({_reason(e)})") from None
     except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes means a corrupt file
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+                              f"{_reason(e)})") from None
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= limit else line[:limit] + "..."
+def _check_container(path: Path) -> None:
+    """A torch.save zip archive (state_dict inside: data.pkl) or a legacy pickle, by the file's bytes."""
+    kind = safe_io.sniff(path)
+    if kind == "pickle":
+        return
+    if kind != "zip":
+        found = f"it is {safe_io.KINDS[kind]}" if kind else "neither a zip archive nor a pickle"
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({found}; expected a file written by "
+                              f"torch.save)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except Exception as e:  # noqa: BLE001 - zipfile: BadZipFile, NotImplementedError (versions), OSError ...
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint (damaged zip archive: "
+                              f"{safe_io.first_line(e)})") from None
+    if "constants.pkl" in records:  # torch.load would hand it to torch.jit.load
+        raise ConversionError(f"{path}: a TorchScript archive (torch.jit.save), not a checkpoint; {SAVE_TENSORS}")
+    if "data.pkl" not in records:
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint (a zip archive without data.pkl, "
+                              f"e.g. an .npz; expected a file written by torch.save)")
+
+
+def _messages(e: BaseException) -> list[str]:
+    """The text of ``e`` and of the exceptions it was raised from or during, outermost first."""
+    chain: list[BaseException] = []
+    while e is not None and e not in chain and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return [str(x) for x in chain]
+
+
+def _blocked_global(e: BaseException) -> str | None:
+    """The global a weights_only load refused: an attribute of the exception if torch gives one, else its text."""
+    for attr in ("global_name", "full_path", "name"):
+        value = getattr(e, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    for pattern in BLOCKED_GLOBAL_PATTERNS:
+        for text in _messages(e):
+            found = re.search(pattern, text)
+            if found:
+                return found.group(1).rstrip(".,;:'\"`")
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """First line of the innermost message that gives no advice about turning safe loading off."""
+    for text in reversed(_messages(e)):
+        line = safe_io.first_line(text) if text.strip() else ""
+        if line and not SAFE_LOADING_ADVICE.search(line):
+            return line
+    return type(e).__name__
 
 
 def _holds_egru(d: dict) -> bool:
@@ -265,10 +331,26 @@ class _Reader:
                 or 0 in actual:
             expected = ", ".join("*" if e is None else str(e) for e in shape)
             raise self.error(f"{name}: expected shape [{expected}] ({meaning}), got {list(actual)}")
+        if _shares_elements(actual, t.stride()):  # a saved expand(): converting would broadcast or exhaust memory
+            raise self.error(f"{name}: strides {list(t.stride())} make elements of shape {list(actual)} share "
+                             f"storage (an expanded view); expected a tensor holding every element")
         arr = t.detach().to(torch.float32).numpy()
         if not np.all(np.isfinite(arr)):
             raise self.error(f"{name}: contains NaN or inf (or values beyond float32 range)")
         return arr
+
+
+def _shares_elements(shape: tuple, stride: tuple) -> bool:
+    """Whether two indices reach one storage element (zero or interleaved strides).
+
+    torch checks at load that the storage holds the view; only aliasing is left to refuse.
+    """
+    span = 1  # storage elements the smaller-stride dimensions reach
+    for step, size in sorted((st, sz) for sz, st in zip(shape, stride) if sz > 1):
+        if step < span:
+            return True
+        span += (size - 1) * step
+    return False
 
 
 def _key_list(reader: _Reader, keys: list[str]) -> str:

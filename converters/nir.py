@@ -13,8 +13,9 @@ An ``EGRUCell`` receives the sum of its incoming edges, ``u`` of size 4H, laid o
 kernel slots 0, 1, 3, so the reset gate can scale only the recurrent part of ``g``.  A cell with
 ``trace`` set outputs ``[y, trace]`` (2H) and is followed by a selector ``Linear`` ``[0 | I]``.
 
-``nir.read`` rejects unknown node types by design, so files are read here with h5py and
-``nir.serialization.hdf2dict``.
+``nir.read`` rejects unknown node types by design, and follows whatever links the file holds, so
+files are read here with ``safe_io.read_hdf5_group``: no links, external storage or virtual
+datasets, every size checked before reading.
 """
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ import json
 import os
 from dataclasses import dataclass
 
-import h5py
 import nir
 import numpy as np
-from nir.serialization import hdf2dict
 
+from egru_deploy import safe_io
 from egru_deploy.errors import ConversionError
 from egru_deploy.ir import EGRU, Embedding, Graph, Input, IRError, Linear
 from egru_deploy.profiles import TRACE_DECAY
@@ -135,30 +135,52 @@ def export(graph: Graph, path: str | os.PathLike) -> None:
 
 def read_nir(path: str | os.PathLike) -> nir.NIRGraph:
     """Read a NIR file that may hold the extension nodes (``nir.read`` would reject them)."""
-    try:
-        with h5py.File(path, "r") as f:
-            doc = hdf2dict(f["node"]) if "node" in f else None
-    except (OSError, ValueError) as e:  # h5py reports corrupt or foreign bytes as OSError
-        raise ConversionError(f"{path}: not a readable NIR (HDF5) file ({e})") from None
-    if doc is None or doc.get("type") != "NIRGraph":
+    doc = safe_io.read_hdf5_group(path, "node", ConversionError, _text_field, what="NIR (HDF5) file")
+    if not isinstance(doc.get("type"), str) or doc["type"] != "NIRGraph":
         raise ConversionError(f"{path}: expected a NIR file whose top-level node is a NIRGraph")
+    groups = {name: _node_group(path, name, d) for name, d in _group(path, "/node/nodes", doc.get("nodes", {})).items()}
+    metadata = _group(path, "/node/metadata", doc.get("metadata", {}))
+    for key, value in metadata.items():
+        if not isinstance(value, (str, np.generic)):  # h5py reads scalars as str or NumPy scalars
+            kind = "a group" if isinstance(value, dict) else "an array"
+            raise ConversionError(f"{path}: HDF5 /node/metadata/{key}: expected one text or number, got {kind}")
     try:
-        nodes = {name: _node_from_dict(name, d) for name, d in doc.get("nodes", {}).items()}
-        edges = [(_text(a), _text(b)) for a, b in doc.get("edges", [])]
+        nodes = {name: _node_from_dict(name, d) for name, d in groups.items()}
+        edges = [(a, b) for a, b in doc.get("edges", [])]
     except ConversionError as e:
         raise ConversionError(f"{path}: {e}") from None
     except (TypeError, ValueError):
         raise ConversionError(f"{path}: malformed edge list, expected pairs of node names") from None
-    metadata = {k: _text(v) for k, v in doc.get("metadata", {}).items()}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
 
 
-def _text(value):
-    return value.decode("utf8") if isinstance(value, bytes) else value
+def _text_field(where: str) -> bool:
+    """HDF5 paths of a NIR file that hold strings: node types, the edge list, metadata."""
+    return where.rsplit("/", 1)[-1] in ("type", "edges") or "/metadata/" in where
+
+
+def _group(path, where: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path}: HDF5 {where}: expected a group, got a dataset")
+    return value
+
+
+def _node_group(path, name: str, value) -> dict:
+    """A node: a group of datasets (its fields) and at most a ``metadata`` group."""
+    where = f"/node/nodes/{name}"
+    for field, item in _group(path, where, value).items():
+        if field == "metadata":
+            _group(path, f"{where}/metadata", item)
+        elif isinstance(item, dict):
+            raise ConversionError(f"{path}: HDF5 {where}/{field}: expected a dataset (a node field), got a group")
+    return value
 
 
 def _node_from_dict(name: str, d: dict) -> nir.NIRNode:
     kind = d.get("type")
+    if not isinstance(kind, str):
+        raise ConversionError(f"node {name!r}: 'type' must be the text naming a NIR node type, "
+                              f"got {'nothing' if kind is None else type(kind).__name__}")
     try:
         if kind in EXTENSION_NODES:
             fields = {k: v for k, v in d.items() if k not in ("type", "metadata")}
@@ -230,8 +252,11 @@ def from_nir(g: nir.NIRGraph) -> Graph:
     if g.metadata.get("format") != FORMAT:
         raise ConversionError(f"NIR graph metadata: format {g.metadata.get('format')!r}, expected {FORMAT!r} "
                               f"(only EGRU graphs in the egru-deploy layout can be imported)")
-    if int(g.metadata.get("format_version", 0)) > FORMAT_VERSION:
-        raise ConversionError(f"NIR graph metadata: format_version {g.metadata['format_version']} is newer than "
+    version = g.metadata.get("format_version", 0)
+    if not isinstance(version, (int, np.integer)):
+        raise ConversionError(f"NIR graph metadata: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ConversionError(f"NIR graph metadata: format_version {version} is newer than "
                               f"this egru-deploy reads ({FORMAT_VERSION}); upgrade egru-deploy")
     edges = _Edges.of(g)
     inputs = [n for n, node in g.nodes.items() if isinstance(node, nir.Input)]
@@ -273,10 +298,11 @@ def from_nir(g: nir.NIRGraph) -> Graph:
     stray = sorted(set(g.nodes) - visited)
     if stray:
         raise ConversionError(f"node {stray[0]!r}: not on the path from the Input to the Output")
+    ir_metadata = safe_io.loads_json(g.metadata.get("ir_metadata", "{}"), "NIR graph metadata: ir_metadata",
+                                     ConversionError)
     try:
-        return Graph(graph_input, tuple(layers), g.metadata.get("output_mode", "sequence"),
-                     metadata=json.loads(g.metadata.get("ir_metadata", "{}")))
-    except (IRError, json.JSONDecodeError, TypeError) as e:
+        return Graph(graph_input, tuple(layers), g.metadata.get("output_mode", "sequence"), metadata=ir_metadata)
+    except (IRError, TypeError) as e:
         raise ConversionError(f"NIR graph: not a valid EGRU graph ({e})") from None
 
 

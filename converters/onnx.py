@@ -21,10 +21,9 @@ import os
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
-from egru_deploy import __version__, ir
+from egru_deploy import __version__, ir, safe_io
 from egru_deploy.errors import ConversionError
 from egru_deploy.ir import EGRU, Embedding, Graph, Linear, QType
 from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
@@ -351,10 +350,18 @@ def export(graph: Graph, path: str | os.PathLike) -> None:
 
 def load(path: str | os.PathLike) -> Graph:
     """Import an ONNX file written by :func:`export` (float or quantized)."""
+    source = safe_io.regular_file(path, ConversionError)
+    size = source.stat().st_size
+    if size > safe_io.MAX_BYTES:
+        raise ConversionError(f"{path}: {size:,} bytes, beyond the {safe_io.MAX_BYTES:,} egru-deploy reads")
+    # Parsed from bytes, not onnx.load: that would guess a text format from the suffix and read the
+    # external data files this one names.
     try:
-        model = onnx.load(str(path))
-    except (DecodeError, OSError, ValueError) as e:
-        raise ConversionError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+        model = onnx.ModelProto.FromString(source.read_bytes())
+    except Exception as e:  # noqa: BLE001 - protobuf reports undecodable bytes in several ways
+        raise ConversionError(f"{path}: not a readable ONNX model ({type(e).__name__}: {safe_io.first_line(e)})") \
+            from None
+    _check_tensors(model, str(path))
     props = {p.key: p.value for p in model.metadata_props}
     if props.get(META_FORMAT) != FORMAT:
         raise ConversionError(f"{path}: not an EGRU exported by egru-deploy (metadata_props {META_FORMAT!r} is "
@@ -362,21 +369,66 @@ def load(path: str | os.PathLike) -> Graph:
     if not props.get(META_VERSION, "").isdigit() or int(props[META_VERSION]) > FORMAT_VERSION:
         raise ConversionError(f"{path}: metadata_props {META_VERSION!r} is {props.get(META_VERSION)!r}; this "
                               f"egru-deploy reads versions up to {FORMAT_VERSION}")
+    doc = safe_io.loads_json(props.get(META_GRAPH, ""), f"{path}: metadata_props {META_GRAPH!r}", ConversionError)
     try:
-        doc = json.loads(props.get(META_GRAPH, ""))
         arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name.startswith("layers.")}
         graph = ir.from_json_and_arrays(doc, arrays, where=f"metadata_props {META_GRAPH!r}")
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{path}: metadata_props {META_GRAPH!r} is not valid JSON ({e})") from None
-    except ir.IRError as e:
-        raise ConversionError(f"{path}: {e}") from None
-    except (ValueError, TypeError) as e:  # an initializer numpy cannot read
-        raise ConversionError(f"{path}: unreadable initializer ({e})") from None
-    try:
         _expect_same_graph(to_onnx(graph).graph, model.graph)
-    except ConversionError as e:
+    except (ir.IRError, ConversionError) as e:
         raise ConversionError(f"{path}: {e}") from None
+    except (ValueError, TypeError) as e:  # a tensor whose data does not fit its dims or type
+        raise ConversionError(f"{path}: unreadable tensor ({e})") from None
     return graph
+
+
+# Every type egru-deploy writes, and the other plain numeric ones (no strings, no exotic packings).
+NUMERIC_TENSOR_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BOOL,
+                        TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
+                        TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64}
+
+
+def _check_tensors(model: onnx.ModelProto, path: str) -> None:
+    """Before any tensor is converted: all data inside the file, numeric, of a sane declared size."""
+    budget = safe_io.SizeBudget(ConversionError)
+    for where, tensor in _all_tensors(model):
+        where = f"{path}: {where}"
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+            location = {e.key: e.value for e in tensor.external_data}.get("location")
+            raise ConversionError(f"{where}: data stored outside the model file (external data {location!r}); "
+                                  f"egru-deploy reads self-contained ONNX files only")
+        if tensor.data_type not in NUMERIC_TENSOR_TYPES:
+            kind = TensorProto.DataType.Name(tensor.data_type) if tensor.data_type in TensorProto.DataType.values() \
+                else tensor.data_type
+            raise ConversionError(f"{where}: data type {kind} not supported (expected a numeric tensor)")
+        budget.take(where, tensor.dims, helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize)
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """``(where, TensorProto)`` for every tensor of the model: initializers, attributes, subgraphs, functions."""
+    yield from _graph_tensors(model.graph, "graph")
+    for function in model.functions:
+        yield from _node_tensors(function.node, f"function {function.name!r}")
+
+
+def _graph_tensors(graph: onnx.GraphProto, where: str):
+    for tensor in graph.initializer:
+        yield f"{where} initializer {tensor.name!r}", tensor
+    for sparse in graph.sparse_initializer:
+        yield f"{where} sparse initializer {sparse.values.name!r}", sparse.values
+        yield f"{where} sparse initializer {sparse.values.name!r} indices", sparse.indices
+    yield from _node_tensors(graph.node, where)
+
+
+def _node_tensors(nodes, where: str):
+    for node in nodes:
+        for attr in node.attribute:
+            at = f"{where} node {node.name!r} attribute {attr.name!r}"
+            sparse = ([attr.sparse_tensor] if attr.HasField("sparse_tensor") else []) + list(attr.sparse_tensors)
+            tensors = ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+            for tensor in tensors + [s.values for s in sparse] + [s.indices for s in sparse]:
+                yield at, tensor
+            for graph in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graph_tensors(graph, f"{at} graph {graph.name!r}")
 
 
 def _expect_same_graph(expected: onnx.GraphProto, actual: onnx.GraphProto) -> None:
@@ -403,23 +455,32 @@ def _expect_same_graph(expected: onnx.GraphProto, actual: onnx.GraphProto) -> No
         _expect_same_node(want_node, actual.node[k])
     if len(actual.node) > len(expected.node):
         extra = actual.node[len(expected.node)]
-        raise ConversionError(f"node {extra.name!r} ({extra.op_type}): unexpected in an egru-deploy EGRU graph")
+        raise ConversionError(f"node {extra.name!r} ({_text(extra.op_type)}): unexpected in an egru-deploy EGRU "
+                              f"graph")
 
 
 def _expect_same_node(want: onnx.NodeProto, got: onnx.NodeProto) -> None:
     signature = (want.op_type, list(want.input), list(want.output), want.domain)
     if (got.op_type, list(got.input), list(got.output), got.domain) != signature:
-        raise ConversionError(f"node {got.name!r}: expected {want.op_type}({', '.join(want.input)}) -> "
-                              f"{', '.join(want.output)}, got {got.op_type}({', '.join(got.input)}) -> "
-                              f"{', '.join(got.output)}")
+        raise ConversionError(f"node {got.name!r}: expected {_signature(want)}, got {_signature(got)}")
     want_attrs = {a.name: a for a in want.attribute}
     got_attrs = {a.name: a for a in got.attribute}
     if set(want_attrs) != set(got_attrs):
-        raise ConversionError(f"node {got.name!r} ({got.op_type}): expected attributes {sorted(want_attrs)}, "
-                              f"got {sorted(got_attrs)}")
+        raise ConversionError(f"node {got.name!r} ({_text(got.op_type)}): expected attributes "
+                              f"{sorted(want_attrs)}, got {sorted(got_attrs)}")
     for name, attr in want_attrs.items():
         if attr.type == onnx.AttributeProto.GRAPH:
             _expect_same_graph(attr.g, got_attrs[name].g)
         elif attr.SerializeToString() != got_attrs[name].SerializeToString():
-            raise ConversionError(f"node {got.name!r} ({got.op_type}): attribute {name!r} differs from what "
+            raise ConversionError(f"node {got.name!r} ({_text(got.op_type)}): attribute {name!r} differs from what "
                                   f"egru-deploy writes")
+
+
+def _text(text: str | bytes) -> str:
+    """Text from the file, fit for a one-line message: escaped unless plainly printable (protobuf hands
+    strings that are not UTF-8 over as bytes)."""
+    return text if isinstance(text, str) and text.isprintable() else repr(text)
+
+
+def _signature(node: onnx.NodeProto) -> str:
+    return f"{_text(node.op_type)}({', '.join(map(_text, node.input))}) -> {', '.join(map(_text, node.output))}"

@@ -44,10 +44,9 @@ def _read_layout(layout: str | None) -> dict | None:
 
 
 def _load_input(path: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+    from egru_deploy.safe_io import load_npy
+
+    return load_npy(path, UserError)
 
 
 @contextlib.contextmanager

@@ -11,12 +11,11 @@ model was trained with, so training, the demo and quantization reports all repor
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
+from egru_deploy import safe_io
 from egru_deploy.errors import UserError
 from egru_deploy.files import atomic_output
 from egru_deploy.ir import Graph
@@ -70,7 +69,7 @@ def save_split(path: str | os.PathLike, x: np.ndarray, y: np.ndarray) -> None:
 
 def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a split written by :func:`save_split`; raise :class:`DataError` if it is not one."""
-    arrays = _read_npz_or_npy(path)
+    arrays = safe_io.load_npz_or_npy(path, DataError)
     if isinstance(arrays, np.ndarray):
         raise DataError(f"{path}: expected an .npz archive with keys 'x' and 'y', got a single .npy array")
     missing = [k for k in ("x", "y") if k not in arrays]
@@ -82,26 +81,12 @@ def load_split(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 def load_inputs(path: str | os.PathLike) -> np.ndarray:
     """Read inputs only (key 'x' of an .npz, or a bare .npy): calibration sets need no labels."""
-    arrays = _read_npz_or_npy(path)
+    arrays = safe_io.load_npz_or_npy(path, DataError)
     if isinstance(arrays, np.ndarray):
         return arrays
     if "x" not in arrays:
         raise DataError(f"{path}: missing key 'x' (inputs); found {sorted(arrays)}")
     return arrays["x"]
-
-
-def _read_npz_or_npy(path: str | os.PathLike) -> dict[str, np.ndarray] | np.ndarray:
-    """The arrays of an .npz (by key) or the array of an .npy; never unpickles."""
-    if not Path(path).is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return loaded
-        with loaded:
-            return {k: loaded[k] for k in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: not a readable .npz/.npy file ({type(e).__name__})") from None
 
 
 def _checked(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:

@@ -61,7 +61,7 @@ def test_bundle_writing_is_atomic(tmp_path):
         (tmp / "a").write_text("first")
         bundle.write_manifest(tmp, "spinnaker2", "spinnaker2")
     with pytest.raises(RuntimeError):
-        with bundle.writing(out) as tmp:
+        with bundle.writing(out, force=True) as tmp:
             (tmp / "a").write_text("second")
             raise RuntimeError("interrupted")
     assert (out / "a").read_text() == "first"  # the old bundle survives a failed rewrite whole

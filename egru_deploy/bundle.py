@@ -54,6 +54,8 @@ def read_manifest(directory: str | os.PathLike, expect_target: str | None = None
     path = Path(directory, BUNDLE_JSON)
     if not path.is_file():
         raise BundleError(f"{directory}: not a bundle (no {BUNDLE_JSON})")
+    if not path.resolve().is_relative_to(Path(directory).resolve()):
+        raise BundleError(f"{path}: symbolic link to {path.resolve()}, outside the bundle")
     doc = ir.read_json(path, BundleError)
     ir.check_versioned(doc, "egru-deploy-bundle", BUNDLE_SCHEMA_VERSION, str(path), BundleError,
                        "upgrade egru-deploy or recompile the bundle")
@@ -77,4 +79,4 @@ def load_float_graph(directory: str | os.PathLike) -> ir.Graph:
     path = Path(directory, FLOAT_DIR)
     if not path.is_dir():
         raise BundleError(f"{directory}: bundle holds no float graph ({FLOAT_DIR}/ missing)")
-    return ir.load(path)
+    return ir.load(path, inside=directory)

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -17,27 +18,50 @@ from egru_deploy import __version__
 from egru_deploy.errors import UserError
 
 
+def _fail(message: str) -> None:
+    click.echo("error: " + " ".join(message.split("\n")).replace("\r", " "), err=True)
+    sys.exit(2)
+
+
 def user_errors(fn):
-    """Turn a UserError into ``error: <message>`` on stderr and exit code 2."""
+    """Turn a UserError into ``error: <message>`` on stderr and exit code 2.
+
+    The message stays one line whatever a file put into it (keys, names); library warnings are
+    not printed, so stderr holds that line only.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn(*args, **kwargs)
         except UserError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
+        except OSError as e:  # the file system refused (name too long, disk full, ...): still one line
+            name = str(e.filename) if e.filename is not None else ""
+            _fail(f"{name if len(name) <= 80 else name[:77] + '...'}: {e.strerror or e}")
 
     return wrapper
 
 
 def _read_layout(layout: str | None) -> dict | None:
+    """``--layout``: JSON text (starting with ``{``) or the name of a JSON file."""
     if layout is None:
         return None
-    try:
-        doc = json.loads(Path(layout).read_text()) if Path(layout).is_file() else json.loads(layout)
-    except (json.JSONDecodeError, OSError) as e:
-        raise UserError(f"--layout: expected a JSON object or a JSON file, could not read it ({e})") from None
+    from egru_deploy.safe_io import loads_json, read_json
+
+    if layout.lstrip().startswith("{"):
+        doc = loads_json(layout, "--layout", UserError)
+    else:
+        try:
+            is_file = Path(layout).is_file()
+        except OSError:  # e.g. a name too long for the file system
+            is_file = False
+        if not is_file:
+            shown = layout if len(layout) <= 60 else layout[:57] + "..."
+            raise UserError(f"--layout: {shown!r} is neither a JSON object nor a JSON file (no such file)")
+        doc = read_json(layout, UserError)
     if not isinstance(doc, dict):
         raise UserError("--layout: expected a JSON object mapping roles to state_dict keys")
     return doc

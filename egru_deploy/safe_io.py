@@ -62,9 +62,13 @@ def _sniff(path) -> str | None:
 def regular_file(path: str | os.PathLike, error: type[UserError]) -> Path:
     """``path`` as a Path if it is a regular file (not a directory, device or FIFO)."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as e:  # a name too long for the file system, a loop of links
+        raise error(f"{first_line(str(path), 80)}: cannot be opened ({e.strerror or e})") from None
+    if not exists:
         raise error(f"{path}: no such file")
-    if not path.is_file():
+    if not is_file:
         raise error(f"{path}: not a regular file")
     return path
 

@@ -182,3 +182,42 @@ def test_successful_commands_touch_nothing_but_their_outputs(tmp_path, inputs):
     assert run(["emulate", MODEL, "--input", inputs, "--output", tmp_path / "o" / "y.npy"]).exit_code == 0
     after = snapshot(tmp_path)
     assert set(after) - set(before) == {"o", "o/y.npy"} and all(after[k] == v for k, v in before.items())
+
+
+# --------------------------------------------------------------------------- bundles and messages
+
+def test_bundle_parts_linked_out_of_the_bundle_are_refused(tmp_path, inputs):
+    from hostile import assert_no_secret, plant_secret
+
+    outside = tmp_path / "elsewhere"
+    plant_secret(outside)
+    bundle = tmp_path / "bundle"
+    assert run(_compile_args(bundle)).exit_code == 0
+    shutil.copytree(bundle / "float", outside / "float")
+    shutil.rmtree(bundle / "float")
+    (bundle / "float").symlink_to(outside / "float")
+    assert_hostile_case(["emulate", bundle, "--input", inputs, "--output", tmp_path / "y.npy"], tmp_path,
+                        "outside the graph directory")
+    (bundle / "bundle.json").rename(outside / "bundle.json")
+    (bundle / "bundle.json").symlink_to(outside / "bundle.json")
+    assert_hostile_case(["inspect", bundle], tmp_path, "outside the bundle")
+    assert_no_secret(tmp_path / "bundle")
+
+
+def test_a_newline_in_a_file_cannot_split_the_error_line(tmp_path):
+    sd = torch.load(MODEL, weights_only=True)
+    sd["evil\nerror: forged second line"] = torch.zeros(2)
+    torch.save(sd, tmp_path / "m.pt")
+    line = assert_hostile_case(["inspect", tmp_path / "m.pt"], tmp_path, "evil")
+    assert "forged second line" in line
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("x" * 5000, "no such file"),
+    ("[" * 100000, "no such file"),
+    ("{" + '"a":' * 1 + "[" * 100000, "not valid JSON"),
+    ('{"layers": 3}', "layers"),
+])
+def test_bad_layout_values_give_one_line(tmp_path, layout, message):
+    assert_hostile_case(["inspect", MODEL, "--layout", layout], tmp_path, "--layout" if "JSON" in message or
+                        "no such" in message else "", message)

@@ -13,6 +13,10 @@ An ``EGRUCell`` receives the sum of its incoming edges, ``u`` of size 4H, laid o
 kernel slots 0, 1, 3, so the reset gate can scale only the recurrent part of ``g``.  A cell with
 ``trace`` set outputs ``[y, trace]`` (2H) and is followed by a selector ``Linear`` ``[0 | I]``.
 
+A frame front-end (``Input`` of shape [C, H, W]) uses the standard ``Conv2d``, ``AvgPool2d``
+(padded zeros counted, torch's default) and ``Flatten`` (before the first vector layer), plus a
+third extension node, ``MaxPool2d``: NIR 1.0.8 has no max pooling.
+
 ``nir.read`` rejects unknown node types by design, and follows whatever links the file holds, so
 files are read here with ``safe_io.read_hdf5_group``: no links, external storage or virtual
 datasets, every size checked before reading.
@@ -28,7 +32,7 @@ import numpy as np
 
 from egru_deploy import safe_io
 from egru_deploy.errors import ConversionError
-from egru_deploy.ir import EGRU, Embedding, Graph, Input, IRError, Linear
+from egru_deploy.ir import EGRU, Conv2d, Embedding, Graph, Input, IRError, Linear, Pool2d
 from egru_deploy.profiles import TRACE_DECAY
 
 FORMAT = "egru-deploy"
@@ -45,6 +49,7 @@ class EGRUCell(nir.NIRNode):
     recurrent_bias: np.ndarray  # [3H] float32, EvNN order z, r, g
     trace: bool = False  # output [y, trace] (2H) instead of y (H)
     trace_decay: float = TRACE_DECAY
+    zoneout: float = 0.0  # p: c' = p * c + (1 - p) * c' before the threshold (EvNN's eval zoneout)
 
     def __post_init__(self):
         hidden = self.thr.shape[0]
@@ -63,8 +68,22 @@ class ReLU(nir.NIRNode):
         self.output_type = {"output": np.asarray(self.shape)}
 
 
-EXTENSION_NODES = {"EGRUCell": EGRUCell, "ReLU": ReLU}
-STANDARD_NODES = ("Input", "Output", "Affine", "Linear")
+@dataclass(eq=False)
+class MaxPool2d(nir.NIRNode):
+    """Max pooling over square windows, padding never selected (extension node: NIR 1.0.8 has none).
+    Fields as NIR's ``AvgPool2d``; shapes are inferred along the graph, as for ``AvgPool2d``."""
+
+    kernel_size: np.ndarray  # (height, width)
+    stride: np.ndarray
+    padding: np.ndarray
+
+    def __post_init__(self):
+        self.input_type = {"input": None}
+        self.output_type = {"output": None}
+
+
+EXTENSION_NODES = {"EGRUCell": EGRUCell, "ReLU": ReLU, "MaxPool2d": MaxPool2d}
+STANDARD_NODES = ("Input", "Output", "Affine", "Linear", "Conv2d", "AvgPool2d", "Flatten")
 
 
 # --------------------------------------------------------------------------- export
@@ -74,9 +93,10 @@ def to_nir(graph: Graph) -> nir.NIRGraph:
     if graph.quantized:
         raise ConversionError(f"NIR export: the graph is quantized for profile {graph.profile!r}; NIR holds "
                               f"float weights only (export the float model, or use --format onnx)")
-    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array([graph.input.size]))}
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(graph.input.shape))}
     edges: list[tuple[str, str]] = []
     last = "input"
+    shapes = graph.shapes()
 
     def append(name: str, node: nir.NIRNode) -> None:
         nonlocal last
@@ -84,9 +104,26 @@ def to_nir(graph: Graph) -> nir.NIRGraph:
         edges.append((last, name))
         last = name
 
-    egru_index = linear_index = 0
-    for layer in graph.layers:
-        if isinstance(layer, Embedding):  # token t enters as a one-hot vector: W.T @ onehot(t) = W[t]
+    egru_index = linear_index = conv_index = pool_index = 0
+    for i, layer in enumerate(graph.layers):
+        shape, out_shape = shapes[i], shapes[i + 1]
+        if len(shape) == 3 and not isinstance(layer, (Conv2d, Pool2d)):  # a vector layer reads the frame flattened
+            append("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1))
+        if isinstance(layer, Conv2d):
+            name = f"conv{conv_index}"
+            conv_index += 1
+            append(name, nir.Conv2d(input_shape=shape[1:], weight=layer.weight, stride=layer.stride,
+                                    padding=layer.padding, dilation=1, groups=1, bias=layer.bias))
+            if layer.relu:
+                append(f"{name}_relu", ReLU(shape=np.array(out_shape)))
+        elif isinstance(layer, Pool2d):
+            window = {f: np.array([v, v]) for f, v in (("kernel_size", layer.kernel), ("stride", layer.stride),
+                                                         ("padding", layer.padding))}
+            pool = (MaxPool2d if layer.kind == "max" else nir.AvgPool2d)(**window)
+            pool.input_type, pool.output_type = {"input": np.array(shape)}, {"output": np.array(out_shape)}
+            append(f"pool{pool_index}", pool)  # types given: NIR infers none for pooling
+            pool_index += 1
+        elif isinstance(layer, Embedding):  # token t enters as a one-hot vector: W.T @ onehot(t) = W[t]
             append("embedding", nir.Linear(weight=np.ascontiguousarray(layer.weight.T)))
         elif isinstance(layer, EGRU):
             name = f"egru{egru_index}"
@@ -96,7 +133,8 @@ def to_nir(graph: Graph) -> nir.NIRGraph:
             append(f"{name}_input_kernel", nir.Affine(
                 weight=np.concatenate([layer.kernel.T, zero]),
                 bias=np.concatenate([layer.bias, np.zeros(h, np.float32)])))
-            append(name, EGRUCell(thr=layer.thr, recurrent_bias=layer.recurrent_bias, trace=layer.use_trace))
+            append(name, EGRUCell(thr=layer.thr, recurrent_bias=layer.recurrent_bias, trace=layer.use_trace,
+                                  zoneout=layer.zoneout))
             rk = layer.recurrent_kernel.T  # [3H, H]
             recurrent = np.concatenate([rk[:2 * h], np.zeros((h, h), np.float32), rk[2 * h:]])
             if layer.use_trace:  # the cell outputs [y, trace]; the recurrence reads y only
@@ -265,9 +303,15 @@ def from_nir(g: nir.NIRGraph) -> Graph:
         raise ConversionError(f"NIR graph: expected one Input and one Output node, got inputs {inputs}, "
                               f"outputs {outputs}")
     shape = np.asarray(g.nodes[inputs[0]].input_type["input"])
-    if shape.shape != (1,):
-        raise ConversionError(f"node {inputs[0]!r}: expected a 1-D input shape [size], got {shape.tolist()}")
-    graph_input = Input(int(shape[0]), tokens=g.metadata.get("input_encoding") == ONE_HOT_TOKENS)
+    if shape.shape not in ((1,), (3,)) or not np.issubdtype(shape.dtype, np.integer):
+        raise ConversionError(f"node {inputs[0]!r}: expected an input shape [size] or a frame [C, H, W], "
+                              f"got {shape.tolist()}")
+    frame = tuple(int(n) for n in shape) if shape.shape == (3,) else None  # the frame each step holds
+    try:
+        graph_input = Input(int(np.prod(shape)), tokens=g.metadata.get("input_encoding") == ONE_HOT_TOKENS,
+                            frame=frame)
+    except IRError as e:
+        raise ConversionError(f"node {inputs[0]!r}: {e}") from None
     size = graph_input.size
     layers = []
     visited = {inputs[0]}
@@ -278,6 +322,20 @@ def from_nir(g: nir.NIRGraph) -> Graph:
         node = g.nodes[cur]
         if isinstance(node, nir.Output):
             break
+        if isinstance(node, nir.Flatten):  # frames -> vectors, (C, H, W) row-major
+            _flatten(cur, node, frame)
+            size, frame, chain_end, skip = int(np.prod(frame)), None, cur, None
+            visited.add(cur)
+            continue
+        if isinstance(node, FRAME_NODES):
+            layer, names = _frame_layer(g, edges, cur, frame)
+            layers.append(layer)
+            visited.update(names)
+            frame, chain_end, skip = layer.out_shape(frame), names[-1], None
+            continue
+        if frame is not None:
+            raise ConversionError(f"node {cur!r}: expected a Conv2d, AvgPool2d, MaxPool2d or a Flatten (frames "
+                                  f"{list(frame)} reach it), got {type(node).__name__}")
         if graph_input.tokens and not layers:
             layer, names, skip = _embedding_layer(cur, node, size), [cur], None
         elif not isinstance(node, nir.Affine):
@@ -306,6 +364,66 @@ def from_nir(g: nir.NIRGraph) -> Graph:
         raise ConversionError(f"NIR graph: not a valid EGRU graph ({e})") from None
 
 
+FRAME_NODES = (nir.Conv2d, nir.AvgPool2d, MaxPool2d)
+
+
+def _pair(name: str, field: str, value) -> int:
+    """A square window parameter: one integer, or the same integer for height and width."""
+    values = np.asarray(value).reshape(-1)
+    if values.size not in (1, 2) or not np.issubdtype(values.dtype, np.integer) or values.min() != values.max():
+        raise ConversionError(f"node {name!r}: expected {field} as one integer or an equal (height, width) pair, "
+                              f"got {values.tolist()}")
+    return int(values[0])
+
+
+def _frame_layer(g: nir.NIRGraph, edges: _Edges, name: str, frame) -> tuple[Conv2d | Pool2d, list[str]]:
+    """Parse Conv2d [-> ReLU] or a pooling node on frames ``frame`` (C, H, W); return (layer, names)."""
+    node = g.nodes[name]
+    if frame is None:
+        raise ConversionError(f"node {name!r}: {type(node).__name__} needs frames, but vectors reach it")
+    window = {"stride": _pair(name, "stride", node.stride), "padding": _pair(name, "padding", node.padding)}
+    try:
+        if not isinstance(node, nir.Conv2d):
+            kind = "max" if isinstance(node, MaxPool2d) else "avg"
+            layer = Pool2d(kind, _pair(name, "kernel_size", node.kernel_size), **window)
+            layer.validate(frame)
+            layer.out_shape(frame)
+            return layer, [name]
+        if isinstance(node.padding, str) or _pair(name, "dilation", node.dilation) != 1 or node.groups != 1:
+            raise ConversionError(f"node {name!r}: only integer padding, dilation 1 and groups 1 are supported")
+        weight = np.asarray(node.weight)
+        if weight.ndim != 4 or weight.shape[2] != weight.shape[3] or weight.shape[1] != frame[0]:
+            raise ConversionError(f"node {name!r}: expected a weight [O, {frame[0]}, k, k], got {list(weight.shape)}")
+        if node.input_shape is not None and np.asarray(node.input_shape).tolist() != list(frame[1:]):
+            raise ConversionError(f"node {name!r}: input_shape {np.asarray(node.input_shape).tolist()} does not "
+                                  f"match the frames {list(frame)} reaching it")
+        bias = _vector(name, "bias", node.bias, weight.shape[0])
+        following = edges.next(name)
+        relu = isinstance(g.nodes[following], ReLU)
+        layer = Conv2d(weight.astype(np.float32), bias, relu=relu, **window)
+        layer.validate(frame)
+        out = layer.out_shape(frame)
+    except IRError as e:
+        raise ConversionError(f"node {name!r}: {e}") from None
+    if not relu:
+        return layer, [name]
+    edges.expect_preds(following, {name})
+    shape = np.asarray(g.nodes[following].shape).tolist()
+    if shape != list(out):
+        raise ConversionError(f"node {following!r}: expected shape {list(out)}, got {shape}")
+    return layer, [name, following]
+
+
+def _flatten(name: str, node, frame) -> None:
+    """A ``Flatten`` of the whole frame (start_dim 0, end_dim -1: NIR shapes have no batch axis)."""
+    if frame is None:
+        raise ConversionError(f"node {name!r}: Flatten needs frames, but vectors reach it")
+    shape = node.input_type.get("input")
+    if (node.start_dim, node.end_dim) != (0, -1) or shape is None or np.asarray(shape).tolist() != list(frame):
+        raise ConversionError(f"node {name!r}: expected a Flatten of the whole frame {list(frame)} "
+                              f"(start_dim 0, end_dim -1)")
+
+
 def _rows(name: str, node) -> int:
     weight = getattr(node, "weight", None)
     if not isinstance(weight, np.ndarray) or weight.ndim != 2:
@@ -330,6 +448,10 @@ def _egru_layer(g: nir.NIRGraph, edges: _Edges, kernel_name: str, in_size: int):
         raise ConversionError(f"node {cell_name!r}: trace_decay {cell.trace_decay} is not supported "
                               f"(expected {TRACE_DECAY})")
     trace = bool(cell.trace)
+    zoneout = np.asarray(cell.zoneout)
+    if zoneout.shape != () or zoneout.dtype.kind not in "fiu" or not 0.0 <= float(zoneout) < 1.0:
+        raise ConversionError(f"node {cell_name!r}: expected zoneout as one number in [0, 1), got "
+                              f"{zoneout.tolist() if zoneout.dtype.kind in 'biufc' else zoneout.dtype}")
     out = 2 * h if trace else h
     kernel_node = g.nodes[kernel_name]
     kernel = _weight(kernel_name, kernel_node, nir.Affine, (4 * h, in_size))
@@ -354,6 +476,7 @@ def _egru_layer(g: nir.NIRGraph, edges: _Edges, kernel_name: str, in_size: int):
         recurrent_bias=_vector(cell_name, "recurrent_bias", cell.recurrent_bias, 3 * h),
         thr=thr.astype(np.float32),
         use_trace=trace,
+        zoneout=float(zoneout),
     )
     names = [kernel_name, recurrent_name, cell_name]
     if not trace:

@@ -1,9 +1,14 @@
 """IR <-> ONNX, built explicitly with ``onnx.helper`` (standard ops only, opset 18).
 
-Graph input ``input`` float32 (batch, time, I) or ``tokens`` int64 (batch, time); output ``output``
-float32 (batch, time, O) for the ``sequence`` mode, (batch, O) for ``last``/``mean``.  Batch and
-sequence length are dynamic: each EGRU layer is one ``Scan`` over the time axis whose body holds
-one step (MatMul, Split, Sigmoid/Tanh, Greater, Where, ...).
+Graph input ``input`` float32 (batch, time, I), frames (batch, time, C, H, W), or ``tokens`` int64
+(batch, time); output ``output`` float32 (batch, time, O) for the ``sequence`` mode, (batch, O) for
+``last``/``mean``.  Batch and sequence length are dynamic: each EGRU layer is one ``Scan`` over the
+time axis whose body holds one step (MatMul, Split, Sigmoid/Tanh, Greater, Where, ...).  A frame
+front-end runs on all batch x time frames at once, reshaped to (batch*time, ...) inside the graph:
+``Conv``/``MaxPool``/``AveragePool`` (``count_include_pad``) in float; in the integer flavour, where
+ONNX has no int64 convolution or pooling, the same windows as ``Slice``s of the padded channels-last
+frames: ``Concat`` + int64 ``MatMul`` for a convolution (exactly ``reference.conv_windows``),
+``Max`` or ``Add`` + rounding division for pooling.
 
 A float graph exports the float equations (``reference.run_float``).  A quantized graph exports
 its profile's integer arithmetic exactly (``reference.run_int``): int64 MatMul, ``Clip`` for
@@ -25,9 +30,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from egru_deploy import __version__, ir, safe_io
 from egru_deploy.errors import ConversionError
-from egru_deploy.ir import EGRU, Embedding, Graph, Linear, QType
+from egru_deploy.ir import FRAME_LAYERS, EGRU, Conv2d, Embedding, Graph, Linear, Pool2d, QType
 from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
-from egru_deploy.reference import TRACE_DECAY
+from egru_deploy.reference import TRACE_DECAY, input_format
 
 OPSET = 18
 IR_VERSION = 8  # the IR version that introduced opset 18: readable by older runtimes too
@@ -105,6 +110,9 @@ class _FloatArithmetic:
         r = b.op("Sigmoid", b.op("Add", gx_r, gh_r))
         g = b.op("Tanh", b.op("Add", gx_g, b.op("Mul", r, gh_g)))
         c_new = b.op("Add", b.op("Mul", z, c), b.op("Mul", b.op("Sub", one, z), g))
+        if layer.zoneout:  # EvNN's eval zoneout (lib/egru_forward_cpu.cc): c' = p * c + (1 - p) * c'
+            p = f32(layer.zoneout)
+            c_new = b.op("Add", b.op("Mul", b.const(p, f32), c), b.op("Mul", b.const(f32(1) - p, f32), c_new))
         above = b.op("Sub", c_new, outer["thr"])
         fired = b.op("Greater", above, zero)
         new_states = [b.op("Where", fired, above, c_new), b.op("Where", fired, c_new, zero)]
@@ -118,8 +126,29 @@ class _FloatArithmetic:
         out = b.op("Add", b.op("MatMul", x, b.op("Transpose", f"{key}.weight", perm=[1, 0])), f"{key}.bias")
         return b.op("Relu", out) if layer.relu else out
 
+    # frames: (N, C, H, W), ONNX's own layout
+    def frames(self, b: _Builder, x: str, frame: tuple) -> str:
+        return b.op("Reshape", x, b.const([-1, *frame], np.int64))
+
+    def flatten(self, b: _Builder, x: str) -> str:
+        return b.op("Flatten", x, axis=1)  # (C, H, W) row-major, as the IR reads a frame
+
+    def conv(self, b: _Builder, layer: Conv2d, key: str, x: str, shapes: tuple) -> str:
+        out = b.op("Conv", x, f"{key}.weight", f"{key}.bias", **_window_attrs(layer))
+        return b.op("Relu", out) if layer.relu else out
+
+    def pool(self, b: _Builder, layer: Pool2d, x: str, shapes: tuple) -> str:
+        if layer.kind == "max":
+            return b.op("MaxPool", x, **_window_attrs(layer))
+        return b.op("AveragePool", x, count_include_pad=1, **_window_attrs(layer))  # torch's default
+
     def to_float(self, b: _Builder, graph: Graph, x: str) -> str:
         return x
+
+
+def _window_attrs(layer) -> dict:
+    k, s, p = layer.kernel, layer.stride, layer.padding
+    return {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
 
 
 # --------------------------------------------------------------------------- integer arithmetic
@@ -207,7 +236,7 @@ class _IntArithmetic:
     def source(self, b: _Builder, graph: Graph, x: str) -> str:
         if graph.input.tokens:
             return x
-        frac = graph.layers[0].quant.input.frac
+        frac = input_format(graph).frac
         bits = self.profile.event_bits
         scaled = b.op("Round", b.op("Mul", b.op("Cast", x, to=TensorProto.DOUBLE), b.const(2.0 ** frac, np.float64)))
         clipped = b.op("Clip", scaled, b.const(-(1 << (bits - 1)), np.float64),
@@ -241,6 +270,10 @@ class _IntArithmetic:
         # c' = c + (1 - z) * (g - c), as the reference writes it
         update = self.rshift_round(b, b.op("Mul", b.op("Sub", b.const(self.one, np.int64), z), b.op("Sub", g, c)), f)
         c_new = self.saturate(b, b.op("Add", c, update), p.state_bits)
+        gain = p.zoneout_gain(layer.zoneout)
+        if gain:  # profiles.zoneout_blend: c' += rshift_round(gain * (c - c'), F)
+            blend = b.op("Mul", b.const(gain, np.int64), b.op("Sub", c, c_new))
+            c_new = b.op("Add", c_new, self.rshift_round(b, blend, f))
         fired = b.op("Greater", c_new, outer["thr"])
         zero = b.const(0, np.int64)
         y = b.op("Where", fired, c_new, zero)
@@ -253,14 +286,54 @@ class _IntArithmetic:
         return new_states
 
     def linear(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
-        q, p = layer.quant, self.profile
         weight_t = b.op("Transpose", self.int64(b, f"{key}.weight"), perm=[1, 0])
-        acc = self.saturate(b, b.op("MatMul", x, weight_t), p.acc_bits)
+        return self.linear_output(b, layer, key, b.op("MatMul", x, weight_t))
+
+    def linear_output(self, b: _Builder, layer: Linear | Conv2d, key: str, acc: str) -> str:
+        """``reference.linear_output`` after the exact sum ``acc``."""
+        q, p = layer.quant, self.profile
+        acc = self.saturate(b, acc, p.acc_bits)
         out = b.op("Add", self.rshift_round(b, acc, q.input.frac + q.weight.frac - q.output.frac),
                    self.int64(b, f"{key}.bias"))
         if layer.relu:
             out = b.op("Max", out, b.const(0, np.int64))
         return self.saturate(b, out, q.output.bits)
+
+    # frames: (N, H, W, C) int64, channels-last as in the reference
+    def frames(self, b: _Builder, x: str, frame: tuple) -> str:
+        return b.op("Transpose", b.op("Reshape", x, b.const([-1, *frame], np.int64)), perm=[0, 2, 3, 1])
+
+    def flatten(self, b: _Builder, x: str) -> str:
+        return b.op("Flatten", b.op("Transpose", x, perm=[0, 3, 1, 2]), axis=1)
+
+    def windows(self, b: _Builder, layer, x: str, out_shape: tuple, pad_value: int) -> list[str]:
+        """Element (i, j) of every window, for i, j in row order: strided ``Slice``s (N, Ho, Wo, C)."""
+        k, s, p = layer.kernel, layer.stride, layer.padding
+        _, ho, wo = out_shape
+        if p:
+            x = b.op("Pad", x, b.const([0, p, p, 0, 0, p, p, 0], np.int64), b.const(pad_value, np.int64))
+        axes, steps = b.const([1, 2], np.int64), b.const([s, s], np.int64)
+        return [b.op("Slice", x, b.const([i, j], np.int64), b.const([i + s * (ho - 1) + 1, j + s * (wo - 1) + 1],
+                                                                     np.int64), axes, steps)
+                for i in range(k) for j in range(k)]
+
+    def conv(self, b: _Builder, layer: Conv2d, key: str, x: str, shapes: tuple) -> str:
+        rows = b.op("Concat", *self.windows(b, layer, x, shapes[1], 0), axis=3)  # (N, Ho, Wo, k*k*C): i, j, c
+        weight = b.op("Reshape", b.op("Transpose", self.int64(b, f"{key}.weight"), perm=[2, 3, 1, 0]),
+                      b.const([-1, layer.weight.shape[0]], np.int64))  # [(i, j, c), O]
+        return self.linear_output(b, layer, key, b.op("MatMul", rows, weight))
+
+    def pool(self, b: _Builder, layer: Pool2d, x: str, shapes: tuple) -> str:
+        if layer.kind == "max":
+            return b.op("Max", *self.windows(b, layer, x, shapes[1], np.iinfo(np.int64).min))
+        parts = self.windows(b, layer, x, shapes[1], 0)
+        total = parts[0]
+        for part in parts[1:]:
+            total = b.op("Add", total, part)
+        n = layer.kernel * layer.kernel  # profiles.div_round: the rounding shift, or floor((2x + n) / 2n)
+        if n & (n - 1) == 0:
+            return self.rshift_round(b, total, n.bit_length() - 1)
+        return self.floor_div(b, b.op("Add", b.op("Mul", total, b.const(2, np.int64)), b.const(n, np.int64)), 2 * n)
 
     def to_float(self, b: _Builder, graph: Graph, x: str) -> str:
         last = graph.layers[-1]
@@ -315,12 +388,22 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     if graph.input.tokens:
         graph_input = helper.make_tensor_value_info(TOKENS, TensorProto.INT64, [BATCH, TIME])
     else:
-        graph_input = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [BATCH, TIME, graph.input.size])
+        graph_input = helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, [BATCH, TIME, *graph.input.shape])
     x = arith.source(main, graph, graph_input.name)
     batch = main.op("Shape", graph_input.name, start=0, end=1)
+    shapes = graph.shapes()
+    if graph.input.frame is not None:  # every step's frame at once: (batch * time, ...)
+        x = arith.frames(main, x, graph.input.frame)
     for i, layer in enumerate(graph.layers):
         key = f"layers.{i}"
-        if isinstance(layer, Embedding):
+        if len(shapes[i]) == 3 and not isinstance(layer, FRAME_LAYERS):  # back to (batch, time, C*H*W)
+            x = main.op("Reshape", arith.flatten(main, x),
+                        main.op("Concat", batch, main.const([-1, int(np.prod(shapes[i]))], np.int64), axis=0))
+        if isinstance(layer, Conv2d):
+            x = arith.conv(main, layer, key, x, shapes[i:i + 2])
+        elif isinstance(layer, Pool2d):
+            x = arith.pool(main, layer, x, shapes[i:i + 2])
+        elif isinstance(layer, Embedding):
             x = arith.embedding(main, f"{key}.weight", x)
         elif isinstance(layer, EGRU):
             x = _egru(main, arith, layer, key, x, batch)

@@ -22,16 +22,15 @@ def from_torch(net) -> Graph:
         inp = Input(net.embeddings.num_embeddings, tokens=True)
     else:
         inp = Input(net.rnns[0].input_size)
-    last = len(net.rnns) - 1
-    for i, rnn in enumerate(net.rnns):
+    for rnn, use_trace in zip(net.rnns, net.feeds_trace()):
         layers.append(EGRU(
             kernel=_np(rnn.kernel), recurrent_kernel=_np(rnn.recurrent_kernel), bias=_np(rnn.bias),
             recurrent_bias=_np(rnn.recurrent_bias), thr=np.clip(_np(rnn.thr), 0.0, 1.0),
-            use_trace=bool(net.use_trace and i != last)))
+            use_trace=use_trace, zoneout=rnn.zoneout))
     if net.fc is not None:
         layers.append(_linear(net.fc))
     elif net.decoder is not None:
         if net.decoder.projection is not None:
-            layers.append(_linear(net.decoder.projection, relu=True))
+            layers.append(_linear(net.decoder.projection, relu=net.decoder.projection_activation == "relu"))
         layers.append(_linear(net.decoder.decoder))
     return Graph(inp, tuple(layers), net.output_mode)

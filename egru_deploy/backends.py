@@ -1,6 +1,8 @@
 """Execution backends for ``egru-deploy emulate``: an explicit registry of name -> runner.
 
-A runner takes ``(model_path, x, layout)`` and returns a ``reference.RunResult``.
+A runner takes ``(model_path, x, layout, output_mode, initial_events)`` and returns a
+``reference.RunResult``.  ``initial_events`` (``reference.check_initial_events``) are taken by the
+float, reference and hwsim backends; lava and qemu refuse them in one line.
 """
 from __future__ import annotations
 
@@ -33,32 +35,32 @@ def _quantized_graph(model_path, backend: str, layout=None):
     return graph
 
 
-def _run_float(model_path, x, layout, output_mode):
+def _run_float(model_path, x, layout, output_mode, initial_events=None):
     graph = _float_graph(model_path, layout)
     if graph.quantized:
         raise UserError(f"{model_path}: holds a model quantized for {graph.profile!r}; use --backend reference")
     if output_mode:
         graph = replace(graph, output_mode=output_mode)
-    return reference.run_float(graph, x)
+    return reference.run_float(graph, x, initial_events)
 
 
-def _run_reference(model_path, x, layout, output_mode):
+def _run_reference(model_path, x, layout, output_mode, initial_events=None):
     graph = _quantized_graph(model_path, "reference", layout)
     if output_mode:
         graph = replace(graph, output_mode=output_mode)
-    return reference.run(graph, x)
+    return reference.run(graph, x, initial_events)
 
 
-def _hwsim_spinnaker2(model_path, x, output_mode):
+def _hwsim_spinnaker2(model_path, x, output_mode, initial_events=None):
     from egru_deploy.hwsim import spinnaker2
 
-    return spinnaker2.run_bundle(model_path, x, output_mode)
+    return spinnaker2.run_bundle(model_path, x, output_mode, initial_events)
 
 
-def _hwsim_loihi2(model_path, x, output_mode):
+def _hwsim_loihi2(model_path, x, output_mode, initial_events=None):
     from egru_deploy.targets.loihi2.run import emulate_hwsim
 
-    return emulate_hwsim(model_path, x, output_mode)
+    return emulate_hwsim(model_path, x, output_mode, initial_events)
 
 
 HWSIM = {  # target a bundle was compiled for -> its bit-accurate emulator
@@ -67,27 +69,27 @@ HWSIM = {  # target a bundle was compiled for -> its bit-accurate emulator
 }
 
 
-def _run_hwsim(model_path, x, layout, output_mode):
+def _run_hwsim(model_path, x, layout, output_mode, initial_events=None):
     from egru_deploy import bundle
 
     target = bundle.read_manifest(model_path).get("target")
     if target not in HWSIM:
         raise UserError(f"{model_path}: no hwsim emulator for target {target!r} (have {', '.join(HWSIM)})")
-    return HWSIM[target](model_path, x, output_mode)
+    return HWSIM[target](model_path, x, output_mode, initial_events)
 
 
-def _run_qemu(model_path, x, layout, output_mode):
+def _run_qemu(model_path, x, layout, output_mode, initial_events=None):
     """SpiNNaker2 bundles: every PE's C program on QEMU, checked against hwsim packet for packet."""
     from egru_deploy.targets.spinnaker2 import qemu
 
-    return qemu.run_bundle(model_path, x, output_mode)
+    return qemu.run_bundle(model_path, x, output_mode, initial_events=initial_events)
 
 
-def _run_lava(model_path, x, layout, output_mode):
+def _run_lava(model_path, x, layout, output_mode, initial_events=None):
     """Loihi 2 bundles: the compiled Lava processes on Lava's CPU simulation (fixed_pt models)."""
     from egru_deploy.targets.loihi2.run import emulate_lava
 
-    return emulate_lava(model_path, x, output_mode)
+    return emulate_lava(model_path, x, output_mode, initial_events)
 
 
 BACKENDS = {
@@ -99,9 +101,9 @@ BACKENDS = {
 }
 
 
-def run_backend(name: str, model_path, x, output_mode=None, layout=None) -> reference.RunResult:
+def run_backend(name: str, model_path, x, output_mode=None, layout=None, initial_events=None) -> reference.RunResult:
     if name not in BACKENDS:
         raise UserError(f"--backend: unknown backend {name!r} (expected one of {', '.join(BACKENDS)})")
     if not Path(model_path).exists():
         raise UserError(f"{model_path}: no such file or directory")
-    return BACKENDS[name](model_path, x, layout, output_mode)
+    return BACKENDS[name](model_path, x, layout, output_mode, initial_events)

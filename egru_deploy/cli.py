@@ -1,4 +1,5 @@
-"""The ``egru-deploy`` command line: thin click wrappers over library functions.
+"""The ``egru-deploy`` command line: thin click wrappers over ``egru_deploy.api`` (inspect, emulate,
+compile, export) and the training functions.
 
 Every user error (``egru_deploy.errors.UserError``) ends the command with exit code 2 and one line.
 """
@@ -9,7 +10,6 @@ import functools
 import json
 import sys
 import warnings
-from pathlib import Path
 
 import click
 import numpy as np
@@ -47,24 +47,23 @@ def user_errors(fn):
 
 def _read_layout(layout: str | None) -> dict | None:
     """``--layout``: JSON text (starting with ``{``) or the name of a JSON file."""
-    if layout is None:
-        return None
-    from egru_deploy.safe_io import loads_json, read_json
+    from egru_deploy.api import read_layout
 
-    if layout.lstrip().startswith("{"):
-        doc = loads_json(layout, "--layout", UserError)
-    else:
-        try:
-            is_file = Path(layout).is_file()
-        except OSError:  # e.g. a name too long for the file system
-            is_file = False
-        if not is_file:
-            shown = layout if len(layout) <= 60 else layout[:57] + "..."
-            raise UserError(f"--layout: {shown!r} is neither a JSON object nor a JSON file (no such file)")
-        doc = read_json(layout, UserError)
-    if not isinstance(doc, dict):
-        raise UserError("--layout: expected a JSON object mapping roles to state_dict keys")
-    return doc
+    return read_layout(layout, "--layout")
+
+
+def _zoneout(value: float | None) -> float | None:
+    """``--zoneout P``: EvNN's zoneout probability for every EGRU layer, in [0, 1)."""
+    if value is None:
+        return None
+    from egru_deploy.converters.evnn import check_zoneout
+
+    return check_zoneout(value, "--zoneout")
+
+
+ZONEOUT_HELP = ("EvNN's zoneout probability p for every EGRU layer (not in a state_dict; EvNN blends "
+                "c' = p*c + (1-p)*c' in eval too). Overrides the file and --layout.")
+LAYOUT_HELP = "Checkpoint layout fields (JSON object or file): key mapping, model, use_trace, zoneout ...; see README."
 
 
 def _load_input(path: str) -> np.ndarray:
@@ -93,15 +92,15 @@ def main():
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file); see README.")
+@click.option("--layout", help=LAYOUT_HELP)
+@click.option("--zoneout", type=float, default=None, help=ZONEOUT_HELP)
 @user_errors
-def inspect(model, as_json, layout):
+def inspect(model, as_json, layout, zoneout):
     """Show layers, sizes, parameters and threshold statistics of MODEL."""
-    from egru_deploy.converters import load_model
+    from egru_deploy import api
     from egru_deploy.report import print_summary
 
-    graph = load_model(model, layout=_read_layout(layout))
-    summary = graph.summary()
+    summary = api.inspect(model, _read_layout(layout), _zoneout(zoneout))
     if as_json:
         click.echo(json.dumps(summary, indent=1))
     else:
@@ -116,16 +115,18 @@ def inspect(model, as_json, layout):
               help="float | reference | hwsim | lava | qemu (the last four need a compiled bundle).")
 @click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
               help="Override the model's output mode.")
-@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@click.option("--layout", help=LAYOUT_HELP)
+@click.option("--zoneout", type=float, default=None, help=ZONEOUT_HELP + " Float backend only.")
 @user_errors
-def emulate(model, input_path, output_path, backend, output_mode, layout):
+def emulate(model, input_path, output_path, backend, output_mode, layout, zoneout):
     """Run MODEL (checkpoint, model file or bundle) on an input array and save the output."""
-    from egru_deploy.backends import run_backend
+    from egru_deploy import api
     from egru_deploy.report import print_event_stats
 
     x = _load_input(input_path)
+    layout, zoneout = _read_layout(layout), _zoneout(zoneout)
     with _naming("--input", input_path):
-        result = run_backend(backend, model, x, output_mode=output_mode, layout=_read_layout(layout))
+        result = api.emulate(model, x, backend, layout=layout, zoneout=zoneout, output_mode=output_mode)
     _save_output(result.output, output_path)
     print_event_stats(result, backend)
 
@@ -154,36 +155,6 @@ def train(task, output_path, hidden, layers, epochs, seed):
                f"{summary['test_sparsity']:.2%}  -> {output_path}")
 
 
-BUILTIN_DATASETS = ("digits-train", "digits-test")
-
-
-def _dataset(value: str | None, labels: bool, graph, option: str):
-    """``FILE.npz`` (keys x[, y]) or a built-in split name -> (x, y or None), checked against ``graph``."""
-    if value is None:
-        return None
-    from egru_deploy import data
-    from egru_deploy.reference import check_input
-
-    if value in BUILTIN_DATASETS:
-        x_train, y_train, x_test, y_test = data.digits_split()
-        x, y = (x_train, y_train) if value == "digits-train" else (x_test, y_test)
-    elif labels:
-        x, y = data.load_split(value)
-    else:
-        x, y = data.load_inputs(value), None
-    with _naming(option, value):
-        check_input(graph, x)
-    if labels and y.max() >= graph.out_size:
-        raise UserError(f"{option} {value}: label {y.max()} needs at least {y.max() + 1} model outputs, "
-                        f"the model has {graph.out_size}")
-    return x, y
-
-
-def _named_files(*values) -> tuple[str, ...]:
-    """The options' values that are files or folders (inputs a compile must never replace)."""
-    return tuple(v for v in values if v is not None and Path(v).exists())
-
-
 @main.command(name="compile")
 @click.argument("model", type=click.Path())
 @click.option("--target", required=True, type=click.Choice(["loihi2", "spinnaker2"]))
@@ -198,19 +169,19 @@ def _named_files(*values) -> tuple[str, ...]:
               help="Magnitude-prune this fraction of every weight matrix before quantization.")
 @click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
               help="Set the model's output mode (a checkpoint does not store it).")
-@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@click.option("--layout", help=LAYOUT_HELP)
+@click.option("--zoneout", type=float, default=None, help=ZONEOUT_HELP)
 @user_errors
-def compile_cmd(model, target, out_dir, force, calibration, eval_set, prune_amount, output_mode, layout):
+def compile_cmd(model, target, out_dir, force, calibration, eval_set, prune_amount, output_mode, layout, zoneout):
     """Quantize MODEL for TARGET's integer profile and write a deployable bundle with its report."""
-    from egru_deploy.compile import compile_model, with_output_mode
-    from egru_deploy.converters import load_model
+    from egru_deploy import api
     from egru_deploy.report import print_quantization_report, print_resources
 
-    graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
-    calib_x, _ = _dataset(calibration, False, graph, "--calibration")
-    eval_data = _dataset(eval_set, True, graph, "--eval")
-    report = compile_model(graph, target, out_dir, calib_x, prune_amount, eval_data, source=model,
-                           inputs=_named_files(model, calibration, eval_set, layout), force=force)
+    graph = api.load(model, _read_layout(layout), _zoneout(zoneout), output_mode)
+    calib_x, _ = api.dataset(calibration, graph, False, "--calibration")
+    eval_data = api.dataset(eval_set, graph, True, "--eval")
+    report = api.compile(graph, target, out_dir, calib_x, eval_data=eval_data, prune=prune_amount, force=force,
+                         source=model, inputs=api.named_files(model, calibration, eval_set, layout))
     print_quantization_report(report)
     print_resources(report["resources"])
     click.echo(f"bundle written to {out_dir} (report.json, report.png, stages/) in {report['compile_seconds']:.2f} s")
@@ -218,23 +189,32 @@ def compile_cmd(model, target, out_dir, force, calibration, eval_set, prune_amou
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--format", "fmt", required=True, type=click.Choice(["nir", "onnx"]),
-              help="nir: float graph with the EGRUCell extension node; onnx: float or quantized (bundle) model.")
+@click.option("--format", "fmt", required=True, type=click.Choice(["nir", "onnx", "evnn"]),
+              help="nir: float graph with the EGRUCell extension node; onnx: float or quantized (bundle) model; "
+                   "evnn: a float model as a state_dict for EvNN (evnn_pytorch.EGRU and its benchmark models).")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="File to write.")
 @click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
               help="Set the model's output mode (a checkpoint does not store it).")
-@click.option("--layout", help="Explicit checkpoint key mapping (JSON object or file).")
+@click.option("--layout", help=LAYOUT_HELP)
+@click.option("--zoneout", type=float, default=None, help=ZONEOUT_HELP)
+@click.option("--evnn-model", type=click.Choice(["auto", "lm", "dvs", "smnist", "stack", "layer"]), default="auto",
+              show_default=True, help="--format evnn: the EvNN model whose state_dict keys to write (auto: the one "
+                                      "the model came from, else chosen from the graph).")
 @user_errors
-def export(model, fmt, output_path, output_mode, layout):
-    """Write MODEL (checkpoint, model file or bundle) as a NIR or ONNX file."""
-    from egru_deploy.compile import with_output_mode
-    from egru_deploy.converters import EXPORTERS, load_model
-    from egru_deploy.files import atomic_output
+def export(model, fmt, output_path, output_mode, layout, zoneout, evnn_model):
+    """Write MODEL (checkpoint, model file or bundle) as a NIR, ONNX or EvNN file."""
+    from egru_deploy import api
 
-    graph = with_output_mode(load_model(model, layout=_read_layout(layout)), output_mode)
-    with atomic_output(output_path) as tmp:
-        EXPORTERS[fmt](graph, tmp)
-    kind = f"quantized for {graph.profile}" if graph.quantized else "float"
+    info = api.export(model, fmt, output_path, layout=_read_layout(layout), zoneout=_zoneout(zoneout),
+                      output_mode=output_mode, evnn_model=evnn_model)
+    if fmt == "evnn":
+        click.echo(f"evnn state_dict ({info['description']}, {info['keys']} keys) written to {output_path}")
+        for note in info["notes"]:
+            click.echo(f"note: {note}")
+        if info["layout"]:
+            click.echo(f"to load it back: --layout '{json.dumps(info['layout'])}'")
+        return
+    kind = f"quantized for {info['profile']}" if info["quantized"] else "float"
     click.echo(f"{fmt} model ({kind}) written to {output_path}")
 
 

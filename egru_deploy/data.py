@@ -92,8 +92,9 @@ def load_inputs(path: str | os.PathLike) -> np.ndarray:
 def _checked(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"{where}: 'x' must be floating point (float32), got dtype {x.dtype}")
-    if x.ndim != 3 or 0 in x.shape:
-        raise DataError(f"{where}: 'x' must have shape (N,T,I) with N, T, I >= 1, got {x.shape}")
+    if x.ndim not in (3, 5) or 0 in x.shape:  # features, or frames for a CNN front-end
+        raise DataError(f"{where}: 'x' must have shape (N,T,I) or frames (N,T,C,H,W), no dimension 0, "
+                        f"got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise DataError(f"{where}: 'x' contains NaN or inf")
     if not np.issubdtype(y.dtype, np.integer):

@@ -391,11 +391,19 @@ class Graph:
             shapes.append(layer.out_shape(shapes[-1]) if isinstance(layer, FRAME_LAYERS) else (layer.out_size,))
         return shapes
 
+    def placement(self) -> list[str]:
+        """Where each layer runs once compiled for a chip: the front-end on the host (with the
+        integer specification's own functions), everything from the first EGRU on the chip."""
+        host = len(self.frontend)
+        return ["host" if i < host else "chip" for i in range(len(self.layers))]
+
     def summary(self) -> dict:
         layers = []
         shapes = self.shapes()
+        placement = self.placement()
         for i, layer in enumerate(self.layers):
-            entry = {"index": i, "type": type(layer).__name__, "in": _size(shapes[i]), "out": _size(shapes[i + 1])}
+            entry = {"index": i, "type": type(layer).__name__, "in": _size(shapes[i]), "out": _size(shapes[i + 1]),
+                     "placement": placement[i]}
             entry["parameters"] = int(sum(getattr(layer, f.name).size for f in fields(layer)
                                           if isinstance(getattr(layer, f.name), np.ndarray)))
             if isinstance(layer, EGRU):
@@ -407,6 +415,8 @@ class Graph:
                 entry["relu"] = layer.relu
             if isinstance(layer, Pool2d):
                 entry["pool"] = layer.kind
+            if isinstance(layer, FRAME_LAYERS):
+                entry["window"] = {"kernel": layer.kernel, "stride": layer.stride, "padding": layer.padding}
             layers.append(entry)
         return {
             "schema_version": SCHEMA_VERSION,

@@ -22,7 +22,21 @@ implements exactly the primitives defined here.  The rules, stated once:
   tanh(a) = 2*sig(2a) - 1), as its microcode neurons can do; SpiNNaker2 uses lookup tables held in
   PE memory.
 * Trace.  ``trace += rshift_round(trace_gain * (event - trace), F)`` in event format, kept only for
-  layers whose trace feeds the next layer (``EGRU.use_trace``), as the chips do.
+  layers whose trace feeds the next layer or the readout (``EGRU.use_trace``), as the chips do.
+* Zoneout (EvNN's eval-mode blend ``c' = p*c + (1-p)*c'``, lib/egru_forward_cpu.cc).  A layer with
+  ``EGRU.zoneout`` p > 0 uses the unsigned Q.F constant ``zoneout_gain = round(p * 2**F)`` (0..2**F).
+  Right after the new state c' is computed and saturated, before the threshold test, with c the
+  previous (post-reset) state: ``c' += rshift_round(zoneout_gain * (c - c'), F)``, which equals
+  ``rshift_round(gain * c + (2**F - gain) * c', F)`` exactly.  The result lies between c and c', so
+  it cannot leave the state range (nothing to saturate).  One multiply by a constant, a rounding
+  shift and adds, the same form as the state update itself: a Loihi 2 neuron and the Cortex-M4 both
+  do it.  The threshold, events and trace then use the blended c'.
+* Front-end (layers before the first EGRU: Embedding, Conv2d, Pool2d, Linear).  It runs on the
+  host, not on the chip, with these same rules: a Conv2d is a Linear over each window (exact sum,
+  saturate to ``acc_bits``, rounding shift, bias, ReLU, saturate); max pooling is exact; average
+  pooling sums its k*k window (padded zeros included, as torch) and divides rounding half up
+  (``div_round``: the rounding shift when k*k is a power of two).  Pooling keeps its input's format.
+  The chip receives the front-end's output as its input events.
 * Schedule.  Each hop between processes (input -> layer, layer -> layer, layer -> readout) costs
   one time step on the chip (``hop_latency``): Lava's Dense emits at t+1 what it received at t,
   and a SpiNNaker2 PE consumes at tick t+1 the packets sent at tick t.  Recurrent connections
@@ -37,7 +51,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from egru_deploy.ir import EGRU, Graph, Linear
+from egru_deploy.ir import Graph
 
 TRACE_DECAY = 0.9
 
@@ -52,6 +66,23 @@ def rshift_round(x, s: int):
     if s < 0:
         return x << -s
     return x
+
+
+def zoneout_blend(c_new, c_prev, gain: int, frac: int):
+    """Zoneout's eval blend in format F: ``c' + rshift_round(gain * (c - c'), frac)`` (see the module docstring)."""
+    c_new = np.asarray(c_new, dtype=np.int64)
+    if gain == 0:
+        return c_new
+    return c_new + rshift_round(gain * (np.asarray(c_prev, dtype=np.int64) - c_new), frac)
+
+
+def div_round(x, n: int):
+    """``x / n`` rounded half up, ``floor((2x + n) / 2n)``: the same rule as ``rshift_round`` (which it
+    is, when ``n`` is a power of two), for average pooling over windows of any size."""
+    if n & (n - 1) == 0:
+        return rshift_round(x, n.bit_length() - 1)
+    x = np.asarray(x, dtype=np.int64)
+    return (2 * x + n) // (2 * n)
 
 
 def saturate(x, bits: int, counter: dict | None = None, key: str = ""):
@@ -200,6 +231,10 @@ class Profile:
         """(1 - TRACE_DECAY) in format F: trace += rshift_round(trace_gain * (event - trace), F)."""
         return int(round((1 - TRACE_DECAY) * (1 << self.state_frac)))
 
+    def zoneout_gain(self, p: float) -> int:
+        """Zoneout probability p in unsigned format F: zoneout_blend's ``gain`` (0 .. 2**F)."""
+        return int(round(float(p) * (1 << self.state_frac)))
+
     @property
     def weight_max(self) -> int:
         return (1 << (self.weight_bits - 1)) - (2 if self.weight_even else 1)
@@ -236,5 +271,5 @@ def get_profile(name: str) -> Profile:
 
 def latency(graph: Graph, profile: Profile) -> int:
     """Chip steps between an input step and the matching output step (one per hop)."""
-    hops = sum(1 for layer in graph.layers if isinstance(layer, (EGRU, Linear)))  # the embedding is a host lookup
+    hops = len(graph.layers) - len(graph.frontend)  # the front-end (embedding, frame layers) runs on the host
     return hops * profile.hop_latency

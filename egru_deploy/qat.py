@@ -7,7 +7,10 @@ its backward pass (straight-through estimators):
   (``quantize.weight_frac`` + ``quantize.quantize_weights``), through ``torch.nn.utils.parametrize``;
 * the gates use the profile's sigmoid/tanh approximations evaluated on the state grid (format F),
   with the gradient of the smooth sigmoid/tanh;
-* events are rounded to the profile's event format (E fractional bits) as the neurons emit them.
+* events are rounded to the profile's event format (E fractional bits) as the neurons emit them;
+* zoneout's eval blend is the profile's integer blend (``profiles.zoneout_blend``) on the state grid,
+  with the gradient of the float blend (in training mode the torch model applies EvNN's Bernoulli
+  zoneout mask instead, as EvNN trains).
 
 With ``prune``, the matrices are pruned gradually (Zhu & Gupta 2017, "To prune, or not to prune"):
 after each of the first ``prune_epochs`` epochs every matrix is magnitude-pruned on its own
@@ -37,7 +40,7 @@ from egru_deploy.converters.torch import from_torch
 from egru_deploy.data import DIGITS_OUTPUT_MODE, LAYOUTS, digits_split, evaluate
 from egru_deploy.errors import UserError
 from egru_deploy.model import EGRU, EGRUNetwork
-from egru_deploy.profiles import Profile, get_profile
+from egru_deploy.profiles import Profile, get_profile, zoneout_blend
 from egru_deploy.prune import PRUNED_FIELDS, prune_matrix
 from egru_deploy.quantize import quantize_weights, weight_frac
 from egru_deploy.train import _fit, _save_state_dict
@@ -93,6 +96,25 @@ class EventRounding:
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
         scale = 2.0 ** self.frac
         return _straight_through(y, torch.floor(y.detach() * scale + 0.5) / scale)
+
+
+class ZoneoutBlend:
+    """``EGRU.zoneout_blend`` for a layer of zoneout ``p``: the value of the profile's integer blend of
+    ``c`` and ``c'`` rounded to the state grid (``profiles.zoneout_blend``), the gradient of
+    ``p * c + (1 - p) * c'``."""
+
+    def __init__(self, profile: Profile, p: float):
+        self.frac, self.p, self.gain = profile.state_frac, p, profile.zoneout_gain(p)
+
+    def __call__(self, c: torch.Tensor, c_new: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 ** self.frac
+
+        def grid(t: torch.Tensor) -> np.ndarray:
+            return torch.round(t.detach().double() * scale).long().cpu().numpy()
+
+        exact = zoneout_blend(grid(c_new), grid(c), self.gain, self.frac).astype(np.float64) / scale
+        smooth = self.p * c + (1 - self.p) * c_new
+        return _straight_through(smooth, torch.from_numpy(exact).to(device=c_new.device, dtype=c_new.dtype))
 
 
 def on_weight_grid(w: torch.Tensor, profile: Profile) -> torch.Tensor:
@@ -173,6 +195,7 @@ def make_quantization_aware(model: EGRUNetwork, profile: Profile, keep_zeros: bo
     gates, events = Gates(profile), EventRounding(profile)
     for rnn in model.rnns:
         rnn.sigmoid, rnn.tanh, rnn.event_rounding = gates.sigmoid, gates.tanh, events
+        rnn.zoneout_blend = ZoneoutBlend(profile, rnn.zoneout)
     for module, name in weight_matrices(model):
         if keep_zeros:
             parametrize.register_parametrization(module, name, FixedMask((getattr(module, name) != 0).float()))
@@ -183,10 +206,19 @@ def make_quantization_aware(model: EGRUNetwork, profile: Profile, keep_zeros: bo
 def freeze_on_grid(model: EGRUNetwork) -> EGRUNetwork:
     """Undo :func:`make_quantization_aware`, leaving every weight matrix at its quantized (and masked) value."""
     for rnn in model.rnns:
-        rnn.sigmoid, rnn.tanh, rnn.event_rounding = torch.sigmoid, torch.tanh, None
+        rnn.sigmoid, rnn.tanh, rnn.event_rounding, rnn.zoneout_blend = torch.sigmoid, torch.tanh, None, None
     for module, name in weight_matrices(model):
         if parametrize.is_parametrized(module, name):
             parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    # Removing a parametrization registers the parameter anew, at the end: restore EvNN's order, so
+    # the checkpoint's keys come in evnn_pytorch.EGRU's order (and nn.Linear's weight, bias).
+    for module in model.modules():
+        order = EGRU.PARAMETER_ORDER if isinstance(module, EGRU) else ("weight", "bias")
+        params = module._parameters
+        if set(params) <= set(order):
+            ordered = [(name, params[name]) for name in order if name in params]
+            params.clear()
+            params.update(ordered)
     return model
 
 
@@ -195,13 +227,17 @@ def network_from_graph(graph: ir.Graph) -> EGRUNetwork:
     embedding = next((layer for layer in graph.layers if isinstance(layer, ir.Embedding)), None)
     egrus = graph.egru_layers
     linears = [layer for layer in graph.layers if isinstance(layer, ir.Linear)]
-    if [layer.relu for layer in linears] not in ([], [False], [True, False]):
-        raise UserError("finetune: the readout must be one linear layer, optionally after one ReLU projection")
+    if [layer.relu for layer in linears] not in ([], [False], [True, False], [False, False]):
+        raise UserError("finetune: the readout must be one linear layer, optionally after one projection "
+                        "(with or without ReLU)")
     net = EGRUNetwork(input_size=egrus[0].in_size, hidden_sizes=[layer.hidden for layer in egrus],
                       output_size=linears[-1].out_size if linears else None,
                       vocab_size=embedding.vocab if embedding else None,
                       projection_size=linears[0].out_size if len(linears) == 2 else None,
-                      use_trace=any(layer.use_trace for layer in egrus), output_mode=graph.output_mode)
+                      use_trace=[layer.use_trace for layer in egrus], output_mode=graph.output_mode,
+                      projection_activation="relu" if len(linears) == 2 and linears[0].relu else "none")
+    for rnn, layer in zip(net.rnns, egrus):
+        rnn.zoneout = layer.zoneout
     params = {}
     if embedding:
         params["embeddings.weight"] = embedding.weight

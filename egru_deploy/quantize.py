@@ -4,6 +4,9 @@ Scales are powers of two (the chips rescale with shifts).  Per matrix, the weigh
 finest that holds the largest magnitude in the profile's mantissa; calibration data then sets the
 input and readout formats from the observed ranges, and any matrix whose exact sums would saturate
 the profile's accumulator on the calibration set is given one bit less precision until none does.
+Both measurements run the reference interpreters, so they see the model as it runs: each layer's
+zoneout blend and whichever of events or trace feeds the next layer or the readout.  The layers keep
+``zoneout`` (the profile turns it into its Q.F gain) and ``use_trace``.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 
 from egru_deploy import reference
 from egru_deploy.errors import QuantizationError, UserError
-from egru_deploy.ir import EGRU, Embedding, EGRUQuant, Graph, Linear, LinearQuant, QType
+from egru_deploy.ir import EGRU, Conv2d, Embedding, EGRUQuant, Graph, Linear, LinearQuant, Pool2d, QType
 from egru_deploy.profiles import Profile
 
 MAX_REFINEMENTS = 8  # bits of precision a matrix may give up to avoid accumulator saturation
@@ -80,8 +83,11 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks
             in_q = QType(profile.event_bits, range_frac(float(np.abs(layer.weight).max()), profile.event_bits, e))
             layers.append(replace(layer, weight=_fixed(layer.weight, in_q, f"{where}.weight"), qweight=in_q))
             continue
-        if in_q is None:  # float features from the host
+        if in_q is None:  # float features or frames from the host
             in_q = QType(profile.event_bits, range_frac(float(np.abs(x).max()), profile.event_bits, e))
+        if isinstance(layer, Pool2d):  # max and average pooling keep their input's format
+            layers.append(layer)
+            continue
         if isinstance(layer, EGRU):
             fk = weight_frac(layer.kernel, profile) - frac_drop.get((i, "kernel"), 0)
             fr = weight_frac(layer.recurrent_kernel, profile) - frac_drop.get((i, "recurrent_kernel"), 0)
@@ -96,7 +102,7 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks
                 thr=_fixed(layer.thr, state_q, f"{where}.thr")))
             _check_exact_sums(layers[-1], in_q, event_q, where)
             in_q = event_q
-        elif isinstance(layer, Linear):
+        elif isinstance(layer, (Linear, Conv2d)):  # a convolution is a Linear over every window
             fw = weight_frac(layer.weight, profile) - frac_drop.get((i, "weight"), 0)
             out_q = QType(profile.event_bits, range_frac(linear_peaks[i], profile.event_bits, f))
             quant = LinearQuant(weight=QType(profile.weight_bits, fw), bias=out_q, input=in_q, output=out_q)
@@ -108,18 +114,21 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks
 
 
 def _linear_peaks(graph: Graph, x: np.ndarray) -> dict[int, float]:
-    """max |output| of each Linear layer on the calibration set (to size the readout formats)."""
+    """max |output| of each Linear and Conv2d layer on the calibration set (to size their output formats)."""
     peaks = {}
-    for i, layer in enumerate(graph.layers):
-        if isinstance(layer, Linear):
-            prefix = replace(graph, layers=graph.layers[:i + 1], output_mode="sequence")
-            peaks[i] = float(np.abs(reference.run_float(prefix, x).output).max())
+
+    def observe(i, values):
+        if isinstance(graph.layers[i], (Linear, Conv2d)):
+            peaks[i] = float(np.abs(values).max())
+
+    reference.run_float(graph, x, observe=observe)
     return peaks
 
 
 def _check_exact_sums(layer, in_q: QType, rec_q: QType | None, where: str) -> None:
     """Integer sums are formed in float64 by the reference: refuse sizes where that could be inexact."""
-    mats = [(layer.kernel if isinstance(layer, EGRU) else layer.weight.T, in_q)]
+    mats = [(layer.kernel if isinstance(layer, EGRU) else
+             reference.conv_matrix(layer) if isinstance(layer, Conv2d) else layer.weight.T, in_q)]
     if rec_q is not None:
         mats.append((layer.recurrent_kernel, rec_q))
     for w, q in mats:

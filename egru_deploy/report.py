@@ -11,23 +11,79 @@ console = Console(highlight=False, markup=False)  # model names and [backend] ta
 
 
 def print_summary(summary: dict, title: str = "model") -> None:
-    table = Table(title=f"{title}  (input {summary['input']['size']}"
-                        f"{' tokens' if summary['input']['tokens'] else ' features'}, "
+    inp = summary["input"]
+    kind = " tokens" if inp["tokens"] else (f" features = frames {'x'.join(map(str, inp['frame']))}"
+                                             if inp.get("frame") else " features")
+    table = Table(title=f"{title}  (input {inp['size']}{kind}, "
                         f"output mode {summary['output_mode']}, profile {summary['profile'] or 'float'})")
-    for col in ("#", "layer", "in", "out", "parameters", "threshold min/mean/max", "notes"):
+    for col in ("#", "layer", "in", "out", "runs on", "parameters", "threshold min/mean/max", "notes"):
         table.add_column(col)
+    egrus = [e["index"] for e in summary["layers"] if e["type"] == "EGRU"]
     for entry in summary["layers"]:
         thr = entry.get("thr")
         thr_text = f"{thr['min']:.3f} / {thr['mean']:.3f} / {thr['max']:.3f}" if thr else ""
         notes = []
         if entry.get("use_trace"):
-            notes.append("trace to next layer")
+            notes.append("trace to next layer" if entry["index"] != egrus[-1] else "trace onward (not events)")
+        if entry.get("zoneout"):
+            notes.append(f"zoneout {entry['zoneout']:g}")
+        following = summary["layers"][entry["index"] + 1:]
+        if entry["type"] == "Linear" and entry["index"] > egrus[-1] and following and not entry.get("relu"):
+            notes.append("no activation")
+        if entry.get("pool"):
+            notes.append(f"{entry['pool']} pool")
+        if entry.get("window"):
+            w = entry["window"]
+            notes.append(f"{w['kernel']}x{w['kernel']}, stride {w['stride']}, padding {w['padding']}")
         if entry.get("relu"):
             notes.append("ReLU")
-        table.add_row(str(entry["index"]), entry["type"], str(entry["in"]), str(entry["out"]),
-                      f"{entry['parameters']:,}", thr_text, ", ".join(notes))
+        table.add_row(str(entry["index"]), entry["type"], _shape_text(entry["in"]), _shape_text(entry["out"]),
+                      entry.get("placement", ""), f"{entry['parameters']:,}", thr_text, ", ".join(notes))
     console.print(table)
     console.print(f"total parameters: {summary['parameters']:,}")
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}")
+    host = [str(e["index"]) for e in summary["layers"] if e.get("placement") == "host"]
+    if host:
+        console.print(f"layers {', '.join(host)} (the front-end) run on the host when compiled for a chip, "
+                      f"with the integer specification's arithmetic; the chip receives their output as input events")
+
+
+def _shape_text(size) -> str:
+    return "x".join(map(str, size)) if isinstance(size, list) else str(size)
+
+
+def layer_placement(graph) -> list[dict]:
+    """Per layer of a compiled graph: where it runs ("host" front-end or "chip")."""
+    return [{"layer": i, "type": type(layer).__name__, "placement": where}
+            for i, (layer, where) in enumerate(zip(graph.layers, graph.placement()))]
+
+
+def add_layer_placement(resources: dict, graph) -> dict:
+    """Say in a target's resource report (and its printed summary) which layers run where."""
+    placement = layer_placement(graph)
+    resources["layer_placement"] = placement
+    summary = resources.setdefault("summary", {})
+    for where in ("host", "chip"):
+        summary[f"layers on the {where}"] = ", ".join(f"{p['layer']} {p['type']}" for p in placement
+                                                      if p["placement"] == where) or "none"
+    macs = frontend_macs(graph)
+    if macs:
+        summary["host front-end MACs per step"] = macs
+    return resources
+
+
+def frontend_macs(graph) -> int:
+    """Multiply-accumulates per step of the host's front-end (convolutions and Linear layers)."""
+    from egru_deploy.ir import Conv2d, Linear
+
+    shapes, macs = graph.shapes(), 0
+    for layer, out in zip(graph.frontend, shapes[1:]):
+        if isinstance(layer, Conv2d):
+            macs += int(np.prod(out)) * int(np.prod(layer.weight.shape[1:]))
+        elif isinstance(layer, Linear):
+            macs += layer.weight.size
+    return macs
 
 
 def print_event_stats(result, backend: str) -> None:
@@ -187,7 +243,12 @@ def mac_counts(graph, x: np.ndarray, result) -> dict:
     dense, effective = 0, 0.0
     active_inputs = None  # mean number of non-zero values entering the next layer per step
     egru_index = 0
-    for layer in graph.layers:
+    start = 0
+    if graph.input.frame is not None:  # a frame front-end runs dense (on the host): every MAC counts
+        dense, start = frontend_macs(graph), len(graph.frontend)
+        effective = float(dense)
+        active_inputs = float(graph.egru_layers[0].in_size)
+    for layer in graph.layers[start:]:
         if isinstance(layer, Embedding):
             active_inputs = float(layer.out_size)  # an embedding vector is dense
             continue

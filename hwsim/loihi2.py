@@ -14,6 +14,9 @@ and vectorised over the batch, with the specification's arithmetic
 (``reference.egru_neuron_update``, ``reference.linear_int``).  It returns what the sinks would hold
 (chip time, before realignment) and counts, per chip step and neurocore, neuron updates,
 messages sent and synaptic operations, using the neurocore layout of ``targets.loihi2.mapping``.
+The front-end (``Graph.frontend``: an embedding, or convolutions/pooling/Linear on frames) runs on
+the host with the specification's own functions (``reference.quantize_input``); the source sends
+its output.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from egru_deploy import reference
 from egru_deploy.errors import UserError
-from egru_deploy.ir import EGRU, Embedding, Graph, Linear, QType
+from egru_deploy.ir import EGRU, Graph, Linear, QType
 from egru_deploy.profiles import LOIHI2, latency
 
 HOP = LOIHI2.hop_latency
@@ -33,7 +36,7 @@ if HOP != 1:  # a recurrent Dense delivers after one hop; the EGRU recurrence ne
 
 @dataclass(frozen=True)
 class Schedule:
-    """Chip step at which each layer's process handles input step 0 (None: host-side embedding)."""
+    """Chip step at which each layer's process handles input step 0 (None: host-side front-end)."""
 
     depths: tuple[int | None, ...]
     latency: int
@@ -44,9 +47,9 @@ class Schedule:
 
 def schedule(graph: Graph) -> Schedule:
     """Depth of every layer, from ``profiles.latency`` of the graph truncated after that layer."""
-    depths = tuple(None if isinstance(layer, Embedding)
-                   else latency(graph.with_layers(graph.layers[:i + 1]), LOIHI2)
-                   for i, layer in enumerate(graph.layers))
+    host = len(graph.frontend)  # embedding or frame layers: computed on the host, not on neurocores
+    depths = tuple(None if i < host else latency(graph.with_layers(graph.layers[:i + 1]), LOIHI2)
+                   for i in range(len(graph.layers)))
     return Schedule(depths, latency(graph, LOIHI2))
 
 
@@ -74,8 +77,8 @@ class CoreLayout:
 def one_core_per_layer(graph: Graph) -> CoreLayout:
     """A layout for runs without a mapping: each layer on its own (unbounded) core."""
     cores, n = [], 0
-    for layer in graph.layers:
-        if isinstance(layer, Embedding):
+    for i, layer in enumerate(graph.layers):
+        if i < len(graph.frontend):
             cores.append(None)
         else:
             cores.append(np.full(layer.out_size, n))
@@ -181,17 +184,23 @@ class _Counter:
         return Activity(self.neuron_updates, self.messages, self.synaptic_ops, self.batch)
 
 
-def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> ChipRun:
-    """Emulate the Loihi 2 network of a quantized graph on inputs ``x`` (as ``reference.check_input``)."""
+def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None, initial_events=None) -> ChipRun:
+    """Emulate the Loihi 2 network of a quantized graph on inputs ``x`` (as ``reference.check_input``).
+
+    ``initial_events`` (``reference.check_initial_events``): each EGRU process's events before its
+    first step, as if its recurrent Dense had carried them in (Lava's network does not take them).
+    """
     check_graph(graph)
     sched = schedule(graph)
     layout = layout or one_core_per_layer(graph)
-    source = reference.quantize_input(graph, x)
+    saturations: dict[str, int] = {}
+    source = reference.quantize_input(graph, x, saturations)  # the host's part: input format, front-end
     batch, steps = source.shape[:2]
+    initial = iter(reference.check_initial_events(graph, initial_events, batch))
     n = sched.chip_steps(steps)
     counter = _Counter(n, layout, batch)
     stream = chip_time(source, 0, n)  # the source sends input step t at chip step t
-    layer_events, spike_counts, saturations = [], [], {}
+    layer_events, spike_counts = [], []
     for i, layer in enumerate(graph.layers):
         depth = sched.depths[i]
         if depth is None:
@@ -199,8 +208,10 @@ def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> ChipRu
         arriving = realign(stream, depth - HOP, steps)  # sent one hop earlier by the previous process
         sat: dict[str, int] = {}
         if isinstance(layer, EGRU):
-            events, traces, counts = reference.egru_layer_int(LOIHI2, layer, arriving, sat)
-            previous_events = np.concatenate([np.zeros_like(events[:, :1]), events[:, :-1]], axis=1)
+            y0 = next(initial)
+            events, traces, counts = reference.egru_layer_int(LOIHI2, layer, arriving, sat, y0)
+            first = np.zeros_like(events[:, :1]) if y0 is None else y0[:, None]
+            previous_events = np.concatenate([first, events[:, :-1]], axis=1)
             counter.synapses(i, depth, arriving, layer.kernel)
             counter.synapses(i, depth, previous_events, layer.recurrent_kernel)
             counter.neurons(i, depth, events, *([traces] if layer.use_trace else []))
@@ -216,6 +227,7 @@ def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> ChipRu
     return ChipRun(sched, steps, stream, layer_events, spike_counts, saturations, counter.activity())
 
 
-def emulate(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None) -> reference.RunResult:
-    """Emulate and realign: the result equals ``reference.run_int(graph, x)`` exactly."""
-    return run(graph, x, layout).result(graph)
+def emulate(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None,
+            initial_events=None) -> reference.RunResult:
+    """Emulate and realign: the result equals ``reference.run_int(graph, x, initial_events)`` exactly."""
+    return run(graph, x, layout, initial_events).result(graph)

@@ -188,10 +188,12 @@ def _egru_slice(layer: EGRU, units: tuple[int, int]) -> EGRU:
                    bias=layer.bias[cols], recurrent_bias=layer.recurrent_bias[cols], thr=layer.thr[units[0]:units[1]])
 
 
-def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activity: list[PEActivity]):
+def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activity: list[PEActivity],
+              initial_events: np.ndarray | None = None):
     """All PEs of the layer in one vectorized update: each receives the same packets (``check_routing``)
     and updates its units independently, so the layer is the concatenation of its PEs.  A step in
-    which something saturates is replayed PE by PE to attribute the counts."""
+    which something saturates is replayed PE by PE to attribute the counts.  ``initial_events``: the
+    layer's own packets received at its first tick (default none)."""
     b, t_steps, _ = values.shape
     h = layer.hidden
     slices = [_egru_slice(layer, tuple(pe["units"])) for pe in pes]
@@ -201,7 +203,7 @@ def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activit
     events = np.zeros((b, t_steps, h), np.int64)
     traces = np.zeros((b, t_steps, h), np.int64)
     fired = np.zeros((b, t_steps), np.int64)
-    previous = np.zeros((b, h), np.int64)  # the packets every PE of the layer received this tick
+    previous = np.zeros((b, h), np.int64) if initial_events is None else initial_events  # received this tick
     recurrent_sums = reference.ExactSums(layer.recurrent_kernel)
     for t in range(t_steps):
         acc_h = recurrent_sums(previous)
@@ -216,7 +218,8 @@ def _run_egru(profile, layer: EGRU, pes: list[dict], values: np.ndarray, activit
         events[:, t], traces[:, t] = state.events, state.trace
         previous = events[:, t]
     x_active = values != 0
-    h_active = np.concatenate([np.zeros((b, 1, h), bool), events[:, :-1] != 0], axis=1)  # sent at the tick before
+    h_active = np.concatenate([np.zeros((b, 1, h), bool) if initial_events is None else initial_events[:, None] != 0,
+                               events[:, :-1] != 0], axis=1)  # sent at the tick before
     for pe, s, act in zip(pes, slices, activity):
         u0, u1 = pe["units"]
         x_ops = x_active @ _row_ops(s.kernel, pe["x_format"])
@@ -249,13 +252,21 @@ def _run_linear(profile, layer: Linear, pes: list[dict], values: np.ndarray, act
     return out
 
 
-def simulate(system: System, x: np.ndarray, keep_streams: bool = False) -> Spinnaker2Result:
-    """Run the mapped network on input ``x``; ``keep_streams`` keeps every layer's packets (for QEMU)."""
+def simulate(system: System, x: np.ndarray, keep_streams: bool = False, initial_events=None) -> Spinnaker2Result:
+    """Run the mapped network on input ``x``; ``keep_streams`` keeps every layer's packets (for QEMU).
+
+    ``initial_events`` (``reference.check_initial_events``): each EGRU layer's events before its first
+    step, as packets its PEs receive at their first tick.  The PE streams for QEMU do not carry them.
+    """
     graph = system.graph
     profile = get_profile(graph.profile)
     hops = check_routing(system)
     memory = system.placement["memory"]
-    values = reference.quantize_input(graph, x)  # refuses 0 samples or 0 steps, as every backend
+    host_saturations: dict[str, int] = {}  # the host computes the input format and the front-end
+    values = reference.quantize_input(graph, x, host_saturations)  # refuses 0 samples or 0 steps, as every backend
+    if keep_streams:
+        reference.refuse_initial_events(initial_events, "the SpiNNaker2 PE packet streams (QEMU)")
+    initial = iter(reference.check_initial_events(graph, initial_events, values.shape[0]))
     input_packets = int(np.count_nonzero(values))
     result = reference.RunResult(output=np.empty(0, np.float32))
     activity = [PEActivity(pe["index"], pe["layer"], pe["units"][1] - pe["units"][0],
@@ -268,7 +279,7 @@ def simulate(system: System, x: np.ndarray, keep_streams: bool = False) -> Spinn
         if keep_streams:
             inputs.append(values)
         if isinstance(layer, EGRU):
-            events, traces, fired = _run_egru(profile, layer, pes, values, acts)
+            events, traces, fired = _run_egru(profile, layer, pes, values, acts, next(initial))
             result.events.append(fired)
             result.hidden.append(layer.hidden)
             result.layer_events.append(events)
@@ -281,7 +292,7 @@ def simulate(system: System, x: np.ndarray, keep_streams: bool = False) -> Spinn
             if keep_streams:
                 outputs.append(values)
                 traces_kept.append(None)
-    saturations: dict[str, int] = {}
+    saturations = dict(host_saturations)
     for act in activity:
         for kind, n in act.saturations.items():
             key = f"layer{act.layer}.{kind}"
@@ -340,12 +351,13 @@ def _estimates(system: System, activity: list[PEActivity], hops: dict, steps: in
     }
 
 
-def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> reference.RunResult:
+def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None,
+               initial_events=None) -> reference.RunResult:
     """The ``hwsim`` backend for a spinnaker2 bundle."""
     system = load(bundle_dir)
     if output_mode:
         system = replace(system, graph=replace(system.graph, output_mode=output_mode))
-    result = simulate(system, x)
+    result = simulate(system, x, initial_events=initial_events)
     per_step, est = result.per_step(), result.estimates
     result.run.hardware = {"chip": "SpiNNaker2", "PEs": len(result.pes),
                            "packets received per step": per_step["packets_received"],

@@ -1,7 +1,10 @@
 """The EGRU equations of DESIGN.md in plain NumPy (float64), independent of the package code.
 
 Networks are EvNN-layout dicts of NumPy arrays: ``rnns.<i>.kernel`` ... ``rnns.<i>.thr``, optional
-``embeddings.weight``, ``decoder.projection.*`` (with ReLU), ``decoder.decoder.*`` or ``fc.*``.
+``embeddings.weight``, ``decoder.projection.*`` (with ReLU unless ``projection_relu=False``: EvNN
+v0.2.0's decoder has none), ``decoder.decoder.*`` or ``fc.*``. Also EvNN's eval-mode zoneout
+(``lib/egru_forward_cpu.cc``: c' = p*c + (1-p)*c' before the threshold), a run from given initial
+events y (EvNN's ``state``: c and the trace still start at 0) and the trace into the readout.
 """
 from __future__ import annotations
 
@@ -14,13 +17,17 @@ def sigmoid(v):
     return 1.0 / (1.0 + np.exp(-v))
 
 
-def egru_layer(x, kernel, recurrent_kernel, bias, recurrent_bias, thr):
-    """x (B, T, I) -> events y, traces (B, T, H), and the smallest |c' - thr| met (spike margin)."""
+def egru_layer(x, kernel, recurrent_kernel, bias, recurrent_bias, thr, zoneout: float = 0.0, y0=None):
+    """x (B, T, I) -> events y, traces (B, T, H), and the smallest |c' - thr| met (spike margin).
+
+    ``zoneout`` p: c' is blended with the previous post-reset state, p*c + (1-p)*c', before the
+    threshold. ``y0`` (B, H): the events before the first step (they enter only through R).
+    """
     batch, steps, _ = x.shape
     hidden = recurrent_kernel.shape[0]
     thr = np.clip(thr, 0.0, 1.0)
     c = np.zeros((batch, hidden))
-    y = np.zeros((batch, hidden))
+    y = np.zeros((batch, hidden)) if y0 is None else np.asarray(y0, np.float64).reshape(batch, hidden)
     trace = np.zeros((batch, hidden))
     ys, traces = np.zeros((batch, steps, hidden)), np.zeros((batch, steps, hidden))
     margin = np.inf
@@ -31,6 +38,8 @@ def egru_layer(x, kernel, recurrent_kernel, bias, recurrent_bias, thr):
         r = sigmoid(gx[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
         g = np.tanh(gx[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
         c_new = z * c + (1.0 - z) * g
+        if zoneout:
+            c_new = zoneout * c + (1.0 - zoneout) * c_new
         o = (c_new - thr > 0).astype(np.float64)
         margin = min(margin, float(np.abs(c_new - thr).min()))
         c = c_new - o * thr
@@ -47,8 +56,12 @@ def layer_count(net: dict) -> int:
     return count
 
 
-def run(net: dict, x, use_trace: bool = False) -> dict:
+def run(net: dict, x, use_trace=False, *, projection_relu: bool = True, zoneout=0.0, initial_events=None) -> dict:
     """Run the network on x: float (B, T, I), or integer tokens (B, T) when it has an embedding.
+
+    ``use_trace``: a bool (every layer but the last feeds its trace to the next layer) or a list,
+    one per layer (the last entry: the readout reads the last layer's trace). ``zoneout``: one p
+    for every layer or a list. ``initial_events``: None or per layer None or (B, H).
 
     Returns ``output`` (B, T, O) before any output mode, ``events`` per layer (B, T) counts of
     non-zero y, and ``margin``, the smallest |c' - thr| of any unit at any step (a float32
@@ -58,15 +71,20 @@ def run(net: dict, x, use_trace: bool = False) -> dict:
     h = net["embeddings.weight"][np.asarray(x)] if "embeddings.weight" in net else np.asarray(x, np.float64)
     events, margin = [], np.inf
     layers = layer_count(net)
+    feeds = list(use_trace) if isinstance(use_trace, (list, tuple)) else [bool(use_trace)] * (layers - 1) + [False]
+    zoneouts = list(zoneout) if isinstance(zoneout, (list, tuple)) else [zoneout] * layers
+    initial = list(initial_events) if initial_events is not None else [None] * layers
     for i in range(layers):
         p = f"rnns.{i}."
         y, trace, layer_margin = egru_layer(h, net[p + "kernel"], net[p + "recurrent_kernel"], net[p + "bias"],
-                                            net[p + "recurrent_bias"], net[p + "thr"])
+                                            net[p + "recurrent_bias"], net[p + "thr"], zoneouts[i], initial[i])
         events.append((y != 0).sum(axis=2))
         margin = min(margin, layer_margin)
-        h = trace if use_trace and i < layers - 1 else y
+        h = trace if feeds[i] else y
     if "decoder.projection.weight" in net:
-        h = np.maximum(h @ net["decoder.projection.weight"].T + net["decoder.projection.bias"], 0.0)
+        h = h @ net["decoder.projection.weight"].T + net["decoder.projection.bias"]
+        if projection_relu:
+            h = np.maximum(h, 0.0)
     for readout in ("decoder.decoder.", "fc."):
         if readout + "weight" in net:
             h = h @ net[readout + "weight"].T + net[readout + "bias"]

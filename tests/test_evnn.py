@@ -50,8 +50,8 @@ def state_dict(net: dict, rename=lambda key: key, dtype=torch.float32) -> dict:
     return sd
 
 
-def spec_output(net: dict, x, use_trace: bool = False, output_mode: str = "sequence") -> np.ndarray:
-    result = spec_numpy.run(net, x, use_trace)
+def spec_output(net: dict, x, use_trace=False, output_mode: str = "sequence", **spec) -> np.ndarray:
+    result = spec_numpy.run(net, x, use_trace, **spec)
     assert result["margin"] > 1e-6, "test network too close to a threshold for a float32 comparison"
     sequence = result["output"]
     return {"sequence": sequence, "last": sequence[:, -1], "mean": sequence.mean(axis=1)}[output_mode]
@@ -150,9 +150,15 @@ def test_eleven_layers_ordered_numerically(tmp_path):
     np.testing.assert_allclose(reference.run_float(graph, x).output, spec_output(net, x), rtol=0, atol=TOL)
 
 
-# EvNN's LanguageModel: embeddings, rnns, decoder.projection (+ReLU) and decoder.decoder tied to the embedding.
+# EvNN's LanguageModel: embeddings, rnns, decoder.projection and decoder.decoder tied to the embedding.
+# The projection has no activation with thr keys (v0.2.0) and a ReLU with thr_reparam keys (pre-0.2).
 def lm_projection(net):
     return state_dict(net), net
+
+
+def lm_projection_pre_0_2(net):
+    checkpoint, _ = thr_reparam(net)
+    return checkpoint, net
 
 
 def lm_tied_weight_missing(net):
@@ -169,6 +175,7 @@ def lm_no_projection_tied_missing(net):
 
 LM_VARIANTS = {
     "projection_tied_stored_twice": (LM_PROJECTION, lm_projection),
+    "projection_pre_0_2_thr_reparam_relu": (LM_PROJECTION, lm_projection_pre_0_2),
     "projection_tied_weight_missing": (LM_PROJECTION, lm_tied_weight_missing),
     "no_projection_tied": (dict(input_size=5, hidden=[6, 5], output=9, vocab=9), lm_no_projection),
     "no_projection_tied_weight_missing": (dict(input_size=5, hidden=[6, 5], output=9, vocab=9),
@@ -183,10 +190,22 @@ def test_language_model_variants_equal_spec(tmp_path, variant):
     checkpoint, spec_net = build(net)
     graph = evnn.load(save(tmp_path, checkpoint))
     assert graph.input.tokens and isinstance(graph.layers[0], ir.Embedding)
+    assert graph.metadata["evnn"]["model"] == "lm"
+    relu = "pre_0_2" in variant
     linears = [layer for layer in graph.layers if isinstance(layer, ir.Linear)]
-    assert [layer.relu for layer in linears] == ([True, False] if "decoder.projection.weight" in net else [False])
-    np.testing.assert_allclose(reference.run_float(graph, tokens).output, spec_output(spec_net, tokens),
-                               rtol=0, atol=TOL)
+    assert [layer.relu for layer in linears] == ([relu, False] if "decoder.projection.weight" in net else [False])
+    np.testing.assert_allclose(reference.run_float(graph, tokens).output,
+                               spec_output(spec_net, tokens, projection_relu=relu), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("activation", ["relu", "none"])
+def test_projection_activation_from_the_layout(tmp_path, activation):
+    net, tokens = make_case(4, LM_PROJECTION, tie=True)
+    for checkpoint in (state_dict(net), thr_reparam(net)[0]):
+        graph = evnn.load(save(tmp_path, checkpoint), layout={"projection_activation": activation})
+        assert graph.layers[-2].relu == (activation == "relu")
+        np.testing.assert_allclose(reference.run_float(graph, tokens).output,
+                                   spec_output(net, tokens, projection_relu=activation == "relu"), rtol=0, atol=TOL)
 
 
 def test_wrapper_metadata_output_mode_and_trace(tmp_path):
@@ -289,7 +308,8 @@ def test_cli_emulate_tokens_with_output_mode(tmp_path):
     result = invoke("emulate", ckpt, "--input", tmp_path / "tokens.npy", "--output", tmp_path / "y.npy",
                     "--output-mode", "last")
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), spec_output(net, tokens, False, "last"), rtol=0, atol=TOL)
+    expected = spec_output(net, tokens, False, "last", projection_relu=False)  # v0.2.0: no ReLU (thr keys)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=0, atol=TOL)
 
 
 def test_cli_inspect_json(tmp_path):

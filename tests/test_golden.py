@@ -16,7 +16,7 @@ from egru_deploy.model import EGRUNetwork
 
 GOLDEN = Path(__file__).parent / "golden" / "egru_cases.npz"
 TOL = 1e-5
-TRAINING_ONLY = ("dampening_factor", "pseudo_derivative_support")
+TRAINING_ONLY = ("dampening_factor", "pseudo_derivative_support", "_max_norm")
 
 
 def load_golden() -> dict[str, dict[str, np.ndarray]]:
@@ -48,7 +48,8 @@ def torch_network(net: dict, use_trace: bool, output_mode: str = "sequence") -> 
         output_size=readout.shape[0] if readout is not None else None,
         vocab_size=net["embeddings.weight"].shape[0] if "embeddings.weight" in net else None,
         projection_size=net["decoder.projection.weight"].shape[0] if "decoder.projection.weight" in net else None,
-        use_trace=use_trace, output_mode=output_mode)
+        use_trace=use_trace, output_mode=output_mode,
+        projection_activation="relu")  # the spec's decoder.projection has a ReLU (EvNN pre-0.2's rule)
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in net.items()}, strict=False)
     assert not unexpected and all(k.endswith(TRAINING_ONLY) for k in missing), (missing, unexpected)
     return model.eval()

@@ -768,8 +768,6 @@ CHECKPOINT_CASES = {
                                                       _use_new_zipfile_serialization=False), "posix.system"),
     "torchscript": (torchscript, "TorchScript archive"),
     "npz_named_pt": (lambda root: npz_file(root / "in" / "model.pt", {"x.npy": npy_of(X)}), "without data.pkl"),
-    "hdf5_named_pt": (lambda root: (root / "in" / "model.pt").write_bytes(VALID_NIR) and root / "in" / "model.pt",
-                      "it is an HDF5 file"),
     "text_named_pt": (lambda root: (root / "in" / "model.pt").write_text("hello") and root / "in" / "model.pt",
                       "neither a zip archive nor a pickle"),
 }
@@ -782,6 +780,16 @@ def test_hostile_checkpoint(corpus, case):
     for args in model_commands(path, corpus):
         line = assert_hostile_case(args, corpus, str(path), *fragments)
         assert "weights_only=False" not in line and "trust" not in line and "add_safe_globals" not in line
+
+
+def test_files_are_read_by_content_not_by_name(tmp_path):
+    """converters.load_model: an HDF5 file is NIR and a torch.save file a checkpoint, whatever the name."""
+    (tmp_path / "in").mkdir()
+    nir_named_pt = tmp_path / "in" / "model.pt"
+    nir_named_pt.write_bytes(VALID_NIR)
+    assert load_model(nir_named_pt).summary() == GRAPH.summary()
+    checkpoint_named_nir = checkpoint(tmp_path, state_dict(NET), name="model.nir")
+    assert load_model(checkpoint_named_nir).summary() == evnn.from_state_dict(state_dict(NET)).summary()
 
 
 def test_legacy_checkpoint_is_read_by_content(corpus):

@@ -288,8 +288,8 @@ def test_truncated_and_altered_images_are_refused(case):
     original = image.read_bytes()
     image.write_bytes(original[:-8])
     case.refused(str(image), f"{len(original) - 8:,} bytes", "images.json 1.bytes")
-    image.write_bytes(original[:images.HEADER.size + 8] + bytes([original[images.HEADER.size + 8] ^ 0x10])
-                      + original[images.HEADER.size + 9:])
+    at = dict(zip(FIELDS, images.HEADER.unpack_from(original)))["off_sources"] + 1  # inside the sources section
+    image.write_bytes(original[:at] + bytes([original[at] ^ 0x10]) + original[at + 1:])
     case.refused(str(image), "section sources differs")
 
 
@@ -379,7 +379,7 @@ def _csr_image() -> bytes:
 
 C_CASES = [  # header fields -> what pe_init reports
     ({"magic": 0}, "wrong magic"),
-    ({"version": 2}, "unsupported version"),
+    ({"version": images.VERSION + 1}, "unsupported version"),
     ({"image_bytes": 1 << 20}, "image_bytes exceeds the image"),
     ({"kind": 7}, "kind"),
     ({"h_format": 9}, "h_format"),
@@ -389,6 +389,7 @@ C_CASES = [  # header fields -> what pe_init reports
     ({"lut_entries": 0}, "lut_entries"),
     ({"state_begin": 0}, "state_begin"),  # pe_reset would zero the weights
     ({"shift_h": -100}, "bit width or shift"),
+    ({"zoneout_gain": (1 << 12) + 1}, "zoneout_gain"),  # above 1.0 in Q.12: not a blend
 ]
 
 

@@ -34,11 +34,14 @@ needs_digits = pytest.mark.skipif(not (EXAMPLES / "digits_egru.pt").is_file(),
 F, E = LOIHI2.state_frac, LOIHI2.event_frac
 STATE_Q, EVENT_Q = QType(LOIHI2.state_bits, F), QType(LOIHI2.event_bits, E)
 LAVA_SEEDS = range(22)
+ZONEOUT = (0.0, 0.25, 0.6, 0.0, 0.1, 0.5)  # EvNN's eval blend, per random net
 
 
 def random_loihi2_graph(seed: int) -> tuple[Graph, np.ndarray]:
     """A small graph quantized for loihi2 (1-3 EGRU layers, optional embedding, trace, ReLU projection,
-    readout) and one input sequence of T >= 50 steps.  Seed 7 drives inputs and biases towards the
+    readout) and one input sequence of T >= 50 steps.  Zoneout (``ZONEOUT[seed % 6]``, every layer) and
+    the last layer's trace into the readout or output (seeds = 1 mod 3) are set by the seed without
+    drawing from its random stream.  Seed 7 drives inputs and biases towards the
     ends of their ranges so the accumulator, state and output saturation counters are exercised;
     its Dense sums reach 2**29, beyond the 24-bit accumulator but below 2**31, where Lava's int32
     Dense would wrap instead of summing exactly.
@@ -71,8 +74,9 @@ def random_loihi2_graph(seed: int) -> tuple[Graph, np.ndarray]:
                            recurrent_kernel=weights(h, 3 * h, rng.choice([1.0, 0.3])),
                            bias=biases(3 * h, i),
                            recurrent_bias=rng.integers(-(1 << (F - 2)), 1 << (F - 2), 3 * h),
-                           thr=rng.integers(0, 1 << (F - 2), h), use_trace=bool(rng.random() < 0.3) and i < n_egru - 1,
-                           quant=quant))
+                           thr=rng.integers(0, 1 << (F - 2), h),
+                           use_trace=bool(rng.random() < 0.3) and i < n_egru - 1 or (i == n_egru - 1 and seed % 3 == 1),
+                           zoneout=ZONEOUT[seed % len(ZONEOUT)], quant=quant))
         size, in_q = h, EVENT_Q
     readouts = [] if seed % 4 == 1 else ([True, False] if seed % 4 == 2 else [False])
     for relu in readouts:
@@ -179,19 +183,31 @@ def test_lava_fixed_pt_equals_hwsim(seed):
 
 
 @needs_lava
-def test_lava_floating_pt_matches_float_reference():
+@pytest.mark.parametrize("zoneout, trace_readout", [(0.0, False), (0.4, True)])
+def test_lava_floating_pt_matches_float_reference(zoneout, trace_readout):
     from egru_deploy.targets.loihi2 import network
 
     rng = np.random.default_rng(0)
     h, n_in = 6, 3
     layer = EGRU(rng.normal(0, 0.8, (n_in, 3 * h)).astype(np.float32), rng.normal(0, 0.4, (h, 3 * h)).astype(np.float32),
                  rng.normal(0, 0.3, 3 * h).astype(np.float32), np.zeros(3 * h, np.float32),
-                 rng.uniform(0.05, 0.3, h).astype(np.float32))
+                 rng.uniform(0.05, 0.3, h).astype(np.float32), use_trace=trace_readout, zoneout=zoneout)
     graph = Graph(Input(n_in), (layer, Linear(rng.normal(0, 0.5, (2, h)).astype(np.float32), np.zeros(2, np.float32))))
     x = rng.random((1, 12, n_in)).astype(np.float32)
     lava, ref = network.emulate(graph, x), reference.run_float(graph, x)
     np.testing.assert_allclose(lava.output, ref.output, atol=1e-5)
     np.testing.assert_array_equal(lava.events[0], ref.events[0])
+
+
+def test_lava_refuses_initial_events_and_hwsim_takes_them():
+    from egru_deploy.targets.loihi2 import network
+
+    graph, x = random_loihi2_graph(1)
+    y0 = [np.full((1, layer.hidden), 1 << E) for layer in graph.egru_layers]
+    with pytest.raises(UserError, match="Lava network: initial events are not supported") as error:
+        network.run(graph, x, initial_events=y0)
+    assert "\n" not in str(error.value)
+    assert_same_result(hwsim.emulate(graph, x, initial_events=y0), reference.run_int(graph, x, y0))
 
 
 @needs_lava

@@ -29,11 +29,14 @@ CONFIGS = {
     "3layer-tokens-proj-mean": ((4, 6, 5, 7), True, 11, 9, 3, "mean"),
     "tokens-no-readout": ((5, 6), False, 9, None, None, "sequence"),
     "trace-into-output": ((3, 5), True, None, None, None, "last"),
+    "trace-readout-zoneout": ((4, 7, 6), True, None, None, 3, "sequence"),
 }
+# Beyond the tuple: the last layer's trace into the readout, and EvNN's eval zoneout in every layer.
+CONFIG_EXTRAS = {"trace-readout-zoneout": {"last_trace": True, "zoneout": 0.3}}
 
 
 def random_graph(seed, sizes, trace=False, vocab=None, projection=None, readout=None, mode="sequence",
-                 last_trace=False) -> Graph:
+                 last_trace=False, zoneout=0.0) -> Graph:
     """Random float graph; trace layers feed traces onward (the last one too when ``last_trace``)."""
     rng = np.random.default_rng(seed)
 
@@ -46,7 +49,7 @@ def random_graph(seed, sizes, trace=False, vocab=None, projection=None, readout=
         n_in, h = sizes[i], sizes[i + 1]
         layers.append(EGRU(f32(n_in, 3 * h, scale=1.5 / np.sqrt(n_in)), f32(h, 3 * h, scale=1 / np.sqrt(h)),
                            f32(3 * h, scale=0.5), f32(3 * h, scale=0.3), rng.uniform(0.05, 0.5, h).astype(np.float32),
-                           use_trace=trace and (i < n_egru - 1 or last_trace)))
+                           use_trace=trace and (i < n_egru - 1 or last_trace), zoneout=zoneout))
     if projection:
         layers.append(Linear(f32(projection, sizes[-1], scale=0.5), f32(projection, scale=0.2), relu=True))
     if readout:
@@ -56,7 +59,8 @@ def random_graph(seed, sizes, trace=False, vocab=None, projection=None, readout=
 
 def config_graph(name: str, seed: int = 0) -> Graph:
     sizes, trace, vocab, projection, readout, mode = CONFIGS[name]
-    return random_graph(seed, sizes, trace, vocab, projection, readout, mode, last_trace=not readout and trace)
+    extras = {"last_trace": not readout and trace, **CONFIG_EXTRAS.get(name, {})}
+    return random_graph(seed, sizes, trace, vocab, projection, readout, mode, **extras)
 
 
 def random_inputs(graph: Graph, seed: int, batch: int = 3, steps: int = 12) -> np.ndarray:
@@ -115,7 +119,7 @@ def _nirtorch_module(nir_graph):
             super().__init__()
             self.thr = torch.from_numpy(np.asarray(node.thr))
             self.recurrent_bias = torch.from_numpy(np.asarray(node.recurrent_bias))
-            self.trace, self.decay = bool(node.trace), float(node.trace_decay)
+            self.trace, self.decay, self.zoneout = bool(node.trace), float(node.trace_decay), float(node.zoneout)
 
         def forward(self, u, state=None):
             h = self.thr.shape[0]
@@ -127,6 +131,7 @@ def _nirtorch_module(nir_graph):
             r = torch.sigmoid(u[:, h:2 * h] + rb[h:2 * h])
             g = torch.tanh(u[:, 2 * h:3 * h] + r * (u[:, 3 * h:] + rb[2 * h:]))
             c_new = z * c + (1 - z) * g
+            c_new = self.zoneout * c + (1 - self.zoneout) * c_new
             fired = (c_new - self.thr > 0).to(u.dtype)
             y = fired * c_new
             trace = self.decay * trace + (1 - self.decay) * y
@@ -160,7 +165,8 @@ def run_nirtorch(graph: Graph, path, x: np.ndarray) -> np.ndarray:
     return torch.stack(outputs, dim=1).numpy()
 
 
-@pytest.mark.parametrize("name", ["2layer-trace-last", "3layer-tokens-proj-mean", "trace-into-output"])
+@pytest.mark.parametrize("name", ["2layer-trace-last", "3layer-tokens-proj-mean", "trace-into-output",
+                                  "trace-readout-zoneout"])
 def test_nirtorch_run_of_exported_graph_equals_float_reference(tmp_path, name):
     graph = config_graph(name, seed=3)
     path = tmp_path / "model.nir"
@@ -216,6 +222,8 @@ BAD_GRAPHS = {
     "foreign graph": (lambda n, e, m: m.pop("format"), r"metadata: format None, expected 'egru-deploy'"),
     "nonzero slot": (lambda n, e, m: n["egru0_recurrent_kernel"].weight.__setitem__((15, 0), 1.0),
                      r"node 'egru0_recurrent_kernel': weight rows 2H:3H"),
+    "zoneout not a probability": (lambda n, e, m: setattr(n["egru1"], "zoneout", 1.0),
+                                  r"node 'egru1': expected zoneout as one number in \[0, 1\), got 1.0"),
 }
 
 

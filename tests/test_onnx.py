@@ -81,7 +81,7 @@ def test_shipped_digits_example():
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
-@pytest.mark.parametrize("name", ["2layer-trace-last", "3layer-tokens-proj-mean"])
+@pytest.mark.parametrize("name", ["2layer-trace-last", "3layer-tokens-proj-mean", "trace-readout-zoneout"])
 def test_quantized_export_equals_integer_reference_exactly(tmp_path, profile, name):
     graph = config_graph(name, seed=11)
     x = random_inputs(graph, seed=11, batch=4, steps=16)
@@ -158,6 +158,14 @@ def _set_prop(model, key: str, value: str) -> None:
             p.value = value
 
 
+def _set_layer_field(model, layer: int, field: str, value) -> None:
+    import json
+
+    doc = json.loads({p.key: p.value for p in model.metadata_props}[onnx_converter.META_GRAPH])
+    doc["layers"][layer][field] = value
+    _set_prop(model, onnx_converter.META_GRAPH, json.dumps(doc))
+
+
 BAD_MODELS = {
     "changed op in the step": (
         lambda m: _set_op(next(n for n in _scan_body(m, 1).node if n.op_type == "Sigmoid"), "Relu"),
@@ -175,6 +183,8 @@ BAD_MODELS = {
     "broken metadata": (lambda m: _set_prop(m, onnx_converter.META_GRAPH, "{not json"),
                         r"metadata_props 'egru_deploy\.graph' is not valid JSON"),
     "foreign model": (lambda m: m.ClearField("metadata_props"), r"not an EGRU exported by egru-deploy"),
+    "zoneout the step does not apply": (lambda m: _set_layer_field(m, 0, "zoneout", 0.5),
+                                        r"initializer 'const\.float32\.0\.5' missing"),  # the blend's p
 }
 
 

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from egru_deploy.profiles import LOIHI2, PROFILES, SPINNAKER2, LookupTable, PiecewiseLinear, rshift_round, saturate
+from egru_deploy.profiles import (LOIHI2, PROFILES, SPINNAKER2, LookupTable, PiecewiseLinear, rshift_round, saturate,
+                                  zoneout_blend)
 
 ints = st.integers(min_value=-(2 ** 40), max_value=2 ** 40)
 
@@ -88,3 +89,20 @@ def test_profile_widths_match_design(profile):
         assert not profile.weight_even and profile.weight_max == 127
     assert profile.event_frac <= profile.state_frac
     assert profile.trace_gain == round(0.1 * 2 ** profile.state_frac)
+
+
+state = st.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1)
+
+
+@given(state, state, st.integers(min_value=0, max_value=ONE))
+def test_zoneout_blend_rule(c_new, c_prev, gain):
+    # rshift_round(gain * c + (2^F - gain) * c', F), exactly; it lies between c and c' (nothing to saturate)
+    blended = int(zoneout_blend(c_new, c_prev, gain, F))
+    assert blended == (2 * (gain * c_prev + (ONE - gain) * c_new) + ONE) // (2 * ONE)
+    assert min(c_new, c_prev) <= blended <= max(c_new, c_prev)
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=list(PROFILES))
+def test_zoneout_gain_is_p_in_format_f(profile):
+    one = 1 << profile.state_frac
+    assert [profile.zoneout_gain(p) for p in (0.0, 0.25, 0.2319, 0.99999)] == [0, one // 4, round(0.2319 * one), one]

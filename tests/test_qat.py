@@ -15,7 +15,7 @@ from egru_deploy.data import DIGITS_OUTPUT_MODE, evaluate, load_split
 from egru_deploy.errors import UserError
 from egru_deploy.ir import EGRU, Linear
 from egru_deploy.model import EGRUNetwork
-from egru_deploy.profiles import PROFILES, rshift_round
+from egru_deploy.profiles import PROFILES, rshift_round, zoneout_blend
 from egru_deploy.prune import PRUNED_FIELDS, prune, prune_matrix
 from egru_deploy.quantize import quantize, quantize_weights, weight_frac
 from egru_deploy.train import _fit
@@ -69,6 +69,40 @@ def test_event_rounding_equals_the_integer_event_format(profile):
     y = torch.from_numpy(y_state / 2.0 ** p.state_frac).float()
     events = qat.EventRounding(p)(y).double().numpy() * 2.0 ** p.event_frac
     np.testing.assert_array_equal(events, rshift_round(y_state, p.state_frac - p.event_frac))
+
+
+@pytest.mark.parametrize("profile", PROFILE_IDS)
+def test_zoneout_blend_equals_the_integer_blend_with_the_float_gradient(profile):
+    p = PROFILES[profile]
+    f = p.state_frac
+    rng = np.random.default_rng(0)
+    c_grid, new_grid = rng.integers(-(3 << f), 3 << f, 500), rng.integers(-(3 << f), 3 << f, 500)
+    blend = qat.ZoneoutBlend(p, 0.2319)
+    c = torch.from_numpy(c_grid / 2.0 ** f).float().requires_grad_()
+    c_new = torch.from_numpy(new_grid / 2.0 ** f).float().requires_grad_()
+    out = blend(c, c_new)
+    np.testing.assert_array_equal(out.detach().double().numpy() * 2.0 ** f,
+                                  zoneout_blend(new_grid, c_grid, p.zoneout_gain(0.2319), f))
+    out.sum().backward()
+    torch.testing.assert_close(c.grad, torch.full_like(c, 0.2319))
+    torch.testing.assert_close(c_new.grad, torch.full_like(c, 1 - 0.2319))
+
+
+def test_qat_with_zoneout_and_trace_readout_runs_and_keeps_both():
+    net = small_network()
+    graph = from_torch(net)
+    graph = graph.with_layers([replace(layer, zoneout=0.25, use_trace=True) if isinstance(layer, EGRU) else layer
+                               for layer in graph.layers])
+    rebuilt = qat.network_from_graph(graph)
+    assert rebuilt.feeds_trace() == [True] and rebuilt.rnns[0].zoneout == 0.25
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 8, 8), dtype=np.float32), rng.integers(0, 10, 64)
+    tuned = qat.finetune_network(graph, PROFILES["spinnaker2"], x, y, epochs=1, seed=0)
+    assert tuned.rnns[0].zoneout_blend is None and not tuned.training  # frozen, evaluated with the float blend
+    back = from_torch(tuned)
+    assert [(layer.zoneout, layer.use_trace) for layer in back.egru_layers] == [(0.25, True)]
+    metrics = qat.compile_and_evaluate(back, "spinnaker2", x, x[:16], y[:16])
+    assert 0.0 <= metrics["accuracy"] <= 1.0
 
 
 def small_network(seed=0, hidden=16) -> EGRUNetwork:

@@ -65,6 +65,29 @@ def test_ptq_error_bound_on_random_nets(profile):
 
 
 @pytest.mark.parametrize("profile", PROFILE_IDS)
+def test_ptq_with_zoneout_and_trace_readout(profile):
+    """Calibration runs the float and integer references with the layers' zoneout and the last layer's
+    trace feeding the readout (EvNN's DVS / sMNIST --use-output-trace models): PTQ stays within the bounds."""
+    bounds = PTQ_BOUNDS[profile]
+    for seed in range(3):
+        graph = random_graph(seed, sizes=(8, 32, 16), trace=True)
+        egrus = [i for i, layer in enumerate(graph.layers) if isinstance(layer, EGRU)]
+        graph = graph.with_layers([replace(layer, zoneout=0.35, use_trace=layer.use_trace or i == egrus[-1])
+                                   if i in egrus else layer for i, layer in enumerate(graph.layers)])
+        x = random_inputs(graph, seed)
+        q = quantize(graph, PROFILES[profile], x)
+        assert [(layer.zoneout, layer.use_trace) for layer in q.egru_layers] == [(0.35, True)] * 2
+        f, r = reference.run_float(graph, x), reference.run_int(q, x)
+        for fe, qe in zip(f.layer_events, r.layer_events):
+            assert np.mean((fe != 0) != (qe != 0)) <= bounds["flip_rate"], seed
+        snr = 10 * np.log10(np.sum(f.output ** 2) / max(np.sum((f.output - r.output) ** 2), 1e-30))
+        assert snr >= bounds["median_snr_db"], (seed, snr)
+        ignored = quantize(graph.with_layers([replace(layer, zoneout=0.0) if isinstance(layer, EGRU) else layer
+                                              for layer in graph.layers]), PROFILES[profile], x)
+        assert not np.array_equal(reference.run_int(ignored, x).int_sequence, r.int_sequence)
+
+
+@pytest.mark.parametrize("profile", PROFILE_IDS)
 def test_token_model_with_projection_quantizes(profile):
     graph = random_graph(3, sizes=(12, 24), tokens=50, relu_projection=16, readout=50)
     x = random_inputs(graph, 3)

@@ -15,7 +15,7 @@ from egru_deploy.ir import EGRU, EGRUQuant, Graph, Input, Linear, LinearQuant, Q
 from egru_deploy.profiles import SPINNAKER2, latency
 from egru_deploy.targets.spinnaker2 import build, images, qemu
 from egru_deploy.targets.spinnaker2.compile import IMAGES_JSON, PLACEMENT_JSON, TARGET_DIR, compile_spinnaker2
-from egru_deploy.targets.spinnaker2.mapping import BOARD, Board, MappingError, map_graph
+from egru_deploy.targets.spinnaker2.mapping import Board, MappingError, map_graph
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 needs_qemu = pytest.mark.skipif(not (build.toolchain_available() and qemu.qemu_available()),
@@ -24,13 +24,16 @@ needs_gcc = pytest.mark.skipif(not build.toolchain_available(),
                                reason="arm-none-eabi-gcc not installed (scripts/setup_arm.sh)")
 F = SPINNAKER2.state_frac
 QEMU_SEEDS = range(12)
+ZONEOUT = (0.0, 0.3, 0.55, 0.15)  # EvNN's eval blend, per random net
 
 
 def random_int_graph(seed: int) -> tuple[Graph, np.ndarray]:
     """A small quantized spinnaker2 graph (1-2 EGRU layers, optional readout) and float inputs.
 
-    Weights are int8 with some rows/columns pruned to zero; thresholds are low so units fire; seed 5
-    drives inputs and biases to the ends of their ranges so every saturation counter is exercised.
+    Weights are int8 with some rows/columns pruned to zero; thresholds are low so units fire; any layer,
+    the last one too, may send its trace on (into the readout, or to the host); zoneout is
+    ``ZONEOUT[seed % 4]`` (set without drawing from the seed's random stream); seed 5 drives inputs and
+    biases to the ends of their ranges so every saturation counter is exercised.
     """
     rng = np.random.default_rng(seed)
     in_size, steps = int(rng.integers(3, 9)), int(rng.integers(20, 40))
@@ -49,7 +52,8 @@ def random_int_graph(seed: int) -> tuple[Graph, np.ndarray]:
         layers.append(EGRU(kernel=weights(size, 3 * h), recurrent_kernel=weights(h, 3 * h),
                            bias=rng.integers(-bias_peak, bias_peak, 3 * h),
                            recurrent_bias=rng.integers(-(1 << (F - 2)), 1 << (F - 2), 3 * h),
-                           thr=rng.integers(0, 1 << (F - 2), h), use_trace=bool(rng.random() < 0.4), quant=quant))
+                           thr=rng.integers(0, 1 << (F - 2), h), use_trace=bool(rng.random() < 0.4),
+                           zoneout=ZONEOUT[seed % len(ZONEOUT)], quant=quant))
         size, in_q = h, QType(32, F)
     if rng.random() < 0.7:
         out = int(rng.integers(2, 7))
@@ -167,7 +171,7 @@ def test_unit_larger_than_a_pe_is_refused_at_compile_time():
 @needs_gcc
 def test_program_memory_is_measured_and_oversize_image_fails_the_link():
     memory = build.measure()
-    assert memory.measured and memory.code_bytes <= BOARD.itcm_bytes
+    assert memory.measured and memory.code_bytes <= 32 * 1024  # code stays in the first 32 KB (memory_map.py)
     assert memory.image_capacity >= build.DEFAULT_MEMORY.image_capacity  # defaults stay conservative
     build.link(bytes(memory.image_capacity))  # exactly full links
     with pytest.raises(build.BuildError, match="overflowed"):
@@ -199,6 +203,24 @@ def test_hwsim_counts_synaptic_ops_by_format(bundles):
     received_x = int(np.count_nonzero(reference.quantize_input(graph, x)))
     assert all(p.packets_received >= received_x for p in first)
     assert sum(p.packets_sent for p in result.pes) > 0
+
+
+def test_initial_events_hwsim_takes_them_qemu_and_board_refuse(bundles):
+    from egru_deploy.errors import UserError
+    from egru_deploy.targets.spinnaker2 import run
+
+    graph, x, path = bundles[9]
+    rng = np.random.default_rng(9)
+    y0 = [rng.integers(0, 1 << F, (x.shape[0], layer.hidden)) * (rng.random((x.shape[0], layer.hidden)) < 0.5)
+          for layer in graph.egru_layers]
+    got, want = hwsim.run_bundle(path, x, initial_events=y0), reference.run_int(graph, x, y0)
+    assert np.array_equal(got.int_sequence, want.int_sequence) and got.saturations == want.saturations
+    assert not np.array_equal(got.int_sequence, reference.run_int(graph, x).int_sequence)
+    for call, where in ((lambda: qemu.run_bundle(path, x, initial_events=y0), "PE program under QEMU"),
+                        (lambda: run.run_on_board(path, x, "192.0.2.1", initial_events=y0), "SpiNNaker2 board run")):
+        with pytest.raises(UserError, match=f"{where}: initial events are not supported") as error:
+            call()
+        assert "\n" not in str(error.value)
 
 
 # --------------------------------------------------------------------------- C PE program on QEMU

@@ -15,6 +15,7 @@ import numpy as np
 from egru_deploy import ir
 from egru_deploy.hwsim import loihi2 as hwsim
 from egru_deploy.profiles import LOIHI2
+from egru_deploy.report import add_layer_placement
 from egru_deploy.targets.loihi2.mapping import assign
 from egru_deploy.targets.loihi2.network import check_weights, topology
 
@@ -45,6 +46,7 @@ def compile_loihi2(quantized_graph: ir.Graph, bundle_dir, float_graph: ir.Graph 
         activity, steps = chip_run.activity, chip_run.steps
     resources = mapping.report(activity, steps)
     resources["summary"] = _summary(resources)
+    add_layer_placement(resources, quantized_graph)  # the front-end runs on the host
 
     out = Path(bundle_dir) / LOIHI2_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +58,9 @@ def compile_loihi2(quantized_graph: ir.Graph, bundle_dir, float_graph: ir.Graph 
             arrays[f"{g.name}.{name}"] = getattr(layer, name).astype(np.int64)
         neurons[g.name] = {"formats": {f.name: getattr(layer.quant, f.name).to_dict() for f in fields(layer.quant)},
                            "arrays": [f"{g.name}.{name}" for name in NEURON_ARRAYS[g.process]],
-                           **({"relu": layer.relu} if g.process == "ReadoutNeurons" else {})}
+                           **({"relu": layer.relu} if g.process == "ReadoutNeurons" else
+                              {"use_trace": layer.use_trace, "zoneout": layer.zoneout,
+                               "zoneout_gain": LOIHI2.zoneout_gain(layer.zoneout)})}
     network = {"format": "egru-deploy-loihi2-network", "schema_version": NETWORK_SCHEMA_VERSION,
                **topo.describe(), "neurons": neurons, "profile": LOIHI2.describe(),
                "run": {"fixed_pt": "Loihi2SimCfg(select_tag='fixed_pt')", "board": "Loihi2HwCfg (lava-loihi)"}}

@@ -36,6 +36,7 @@ class EGRUNeuronParameters:
     recurrent_bias: np.ndarray
     thr: np.ndarray
     use_trace: bool
+    zoneout: float
 
     @property
     def hidden(self) -> int:
@@ -106,7 +107,7 @@ class PyEGRUNeuronsFixed(_EGRUModel):
 
     def step(self, sums_x, sums_h):
         params = EGRUNeuronParameters(self.proc_params["quant"], self.bias, self.recurrent_bias, self.thr,
-                                      self.proc_params["use_trace"])
+                                      self.proc_params["use_trace"], self.proc_params["zoneout"])
         state = EGRUIntState(self.c[None], self.events[None], self.trace[None])
         sat: dict[str, int] = {}
         fired = egru_neuron_update(get_profile(self.proc_params["profile"]), params,
@@ -139,6 +140,9 @@ class PyEGRUNeuronsFloat(_EGRUModel):
         r = 1 / (1 + np.exp(-(gx[h:2 * h] + gh[h:2 * h])))
         g = np.tanh(gx[2 * h:] + r * gh[2 * h:])
         c_new = z * self.c + (1 - z) * g
+        p = self.proc_params["zoneout"]
+        if p:  # EvNN's eval zoneout (lib/egru_forward_cpu.cc)
+            c_new = p * self.c + (1 - p) * c_new
         fired = c_new - self.thr > 0
         self.c = np.where(fired, c_new - self.thr, c_new)
         self.events = np.where(fired, c_new, 0.0)

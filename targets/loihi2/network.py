@@ -16,7 +16,7 @@ import numpy as np
 from egru_deploy import reference
 from egru_deploy.errors import UserError
 from egru_deploy.hwsim.loihi2 import ChipRun, Schedule, check_graph, schedule
-from egru_deploy.ir import EGRU, Embedding, Graph
+from egru_deploy.ir import EGRU, Graph
 from egru_deploy.profiles import LOIHI2
 
 # Dense parameters: graded 24-bit events, 8-bit mixed-sign weights applied as they are (the loihi2
@@ -93,9 +93,10 @@ def topology(graph: Graph) -> Topology:
     sched = schedule(graph)
     groups, synapses = [], []
     source, source_port = "input", "s_out"
+    host = len(graph.frontend)
     for i, layer in enumerate(graph.layers):
-        if isinstance(layer, Embedding):
-            continue  # a host-side lookup: the source sends the embedding vectors
+        if i < host:
+            continue  # the host's front-end (embedding lookup, frame layers): the source sends its output
         if isinstance(layer, EGRU):
             name = f"egru{i}"
             groups.append(NeuronGroup(name, i, "EGRUNeurons", layer.hidden, sched.depths[i],
@@ -108,8 +109,7 @@ def topology(graph: Graph) -> Topology:
             groups.append(NeuronGroup(name, i, "ReadoutNeurons", layer.out_size, sched.depths[i], "s_out"))
             synapses.append(Synapses(f"dense_out{i}", i, source, source_port, name, "a_in", layer.weight))
         source, source_port = name, groups[-1].feed_port
-    first = graph.layers[0]
-    source_size = first.out_size if isinstance(first, Embedding) else graph.input.size
+    source_size = int(np.prod(graph.shapes()[host]))
     return Topology(source_size, tuple(groups), tuple(synapses), sched)
 
 
@@ -122,29 +122,33 @@ def check_weights(topo: Topology) -> None:
                             f"mixed-sign Dense; quantize with the loihi2 profile")
 
 
-def source_values(graph: Graph, x: np.ndarray) -> np.ndarray:
-    """What the RingBuffer source sends per input step: (B, T, I) integers, or floats for a float graph."""
+def source_values(graph: Graph, x: np.ndarray, saturations: dict | None = None) -> np.ndarray:
+    """What the RingBuffer source sends per input step: (B, T, I) integers, or floats for a float graph.
+
+    The host computes it: input format and front-end (``reference.quantize_input``, which adds the
+    front-end's saturations to ``saturations``), or the float front-end."""
     if graph.quantized:
-        return reference.quantize_input(graph, x)
-    x = reference.check_input(graph, x)
-    first = graph.layers[0]
-    return first.weight[x] if isinstance(first, Embedding) else x
+        return reference.quantize_input(graph, x, saturations)
+    return reference.frontend_float(graph, x)
 
 
-def run(graph: Graph, x: np.ndarray, run_config: Callable[[str, dict], object] | None = None) -> ChipRun:
+def run(graph: Graph, x: np.ndarray, run_config: Callable[[str, dict], object] | None = None,
+        initial_events=None) -> ChipRun:
     """Run the Lava network on every sequence of ``x``.
 
     ``run_config(tag, models)`` makes the RunConfig, default ``Loihi2SimCfg``; ``tag`` is "fixed_pt"
     (the bit-accurate models) for a quantized graph, "floating_pt" for a float graph, and ``models``
     maps this network's neuron processes to their process models (``exception_proc_model_map``).
+    Initial events are not supported: the EGRU processes start from zero events (one-line error).
     """
+    reference.refuse_initial_events(initial_events, "the Loihi 2 Lava network")
     topo = topology(graph)
     if graph.quantized:
         check_graph(graph)
         check_weights(topo)
-    values = source_values(graph, x)
-    records = [_run_one(graph, topo, sequence, run_config) for sequence in values]
     saturations: dict[str, int] = {}
+    values = source_values(graph, x, saturations)
+    records = [_run_one(graph, topo, sequence, run_config) for sequence in values]
     for record in records:
         for key, count in record.saturations.items():
             saturations[key] = saturations.get(key, 0) + count
@@ -239,7 +243,7 @@ def _build(graph: Graph, topo: Topology, sequence: np.ndarray, chip_steps: int) 
                   **({"quant": layer.quant, "profile": graph.profile} if graph.quantized else {})}
         if g.process == "EGRUNeurons":
             processes[g.name] = EGRUNeurons(bias=layer.bias, recurrent_bias=layer.recurrent_bias, thr=layer.thr,
-                                            use_trace=layer.use_trace, **params)
+                                            use_trace=layer.use_trace, zoneout=layer.zoneout, **params)
         else:
             processes[g.name] = ReadoutNeurons(bias=layer.bias, relu=layer.relu, **params)
         ports[g.name] = processes[g.name]
@@ -262,6 +266,6 @@ def _build(graph: Graph, topo: Topology, sequence: np.ndarray, chip_steps: int) 
     return LavaNetwork(processes, event_sinks, output_sink)
 
 
-def emulate(graph: Graph, x: np.ndarray) -> reference.RunResult:
+def emulate(graph: Graph, x: np.ndarray, initial_events=None) -> reference.RunResult:
     """Run on Lava's CPU simulation and realign: equals ``hwsim.loihi2.emulate`` bit for bit."""
-    return run(graph, x).result(graph)
+    return run(graph, x, initial_events=initial_events).result(graph)

@@ -39,12 +39,15 @@ class EGRUNeurons(_NeuronProcess):
     input and recurrent Dense; ``s_out`` sends the graded events, ``trace_out`` the trace.
 
     ``quant`` (an ``ir.EGRUQuant``) and ``profile`` are given for the fixed_pt model, None for floating_pt.
+    ``zoneout`` is the layer's zoneout probability (``ir.EGRU.zoneout``).
     """
 
     def __init__(self, *, bias: np.ndarray, recurrent_bias: np.ndarray, thr: np.ndarray, use_trace: bool,
-                 start: int, steps: int, quant=None, profile: str | None = None, name: str | None = None):
+                 start: int, steps: int, zoneout: float = 0.0, quant=None, profile: str | None = None,
+                 name: str | None = None):
         hidden = thr.shape[0]
-        super().__init__(start=start, steps=steps, quant=quant, profile=profile, name=name, use_trace=use_trace)
+        super().__init__(start=start, steps=steps, quant=quant, profile=profile, name=name, use_trace=use_trace,
+                         zoneout=zoneout)
         self.a_in_x = InPort(shape=(3 * hidden,))
         self.a_in_h = InPort(shape=(3 * hidden,))
         self.s_out = OutPort(shape=(hidden,))

@@ -30,9 +30,10 @@ def bundle_graph(bundle_dir, output_mode: str | None = None) -> Graph:
     return replace(graph, output_mode=output_mode) if output_mode else graph
 
 
-def emulate_hwsim(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> reference.RunResult:
+def emulate_hwsim(bundle_dir, x: np.ndarray, output_mode: str | None = None,
+                  initial_events=None) -> reference.RunResult:
     graph = bundle_graph(bundle_dir, output_mode)
-    chip_run = hwsim.run(graph, x)
+    chip_run = hwsim.run(graph, x, initial_events=initial_events)
     result = chip_run.result(graph)
     per_core = chip_run.activity.per_core_per_step(chip_run.steps)
     estimate = ENERGY.estimate(per_core["synaptic_ops"], per_core["neuron_updates"], per_core["messages"])
@@ -44,8 +45,9 @@ def emulate_hwsim(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> 
     return result
 
 
-def emulate_lava(bundle_dir, x: np.ndarray, output_mode: str | None = None) -> reference.RunResult:
-    return network.emulate(bundle_graph(bundle_dir, output_mode), x)
+def emulate_lava(bundle_dir, x: np.ndarray, output_mode: str | None = None,
+                 initial_events=None) -> reference.RunResult:
+    return network.emulate(bundle_graph(bundle_dir, output_mode), x, initial_events)
 
 
 def hardware_run_config(board: str | None):
@@ -74,6 +76,7 @@ def hardware_run_config(board: str | None):
 
 
 def run_on_board(bundle_dir, x: np.ndarray, board: str | None = None,
-                 output_mode: str | None = None) -> reference.RunResult:
+                 output_mode: str | None = None, initial_events=None) -> reference.RunResult:
     graph = bundle_graph(bundle_dir, output_mode)
+    reference.refuse_initial_events(initial_events, "a Loihi 2 board run")
     return network.run(graph, x, run_config=hardware_run_config(board)).result(graph)

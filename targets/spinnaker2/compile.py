@@ -12,6 +12,7 @@ from pathlib import Path
 
 from egru_deploy.ir import Graph
 from egru_deploy.profiles import get_profile
+from egru_deploy.report import add_layer_placement
 from egru_deploy.targets.spinnaker2 import build, images
 from egru_deploy.targets.spinnaker2.mapping import BOARD, Mapping, MappingError, map_graph
 
@@ -32,7 +33,7 @@ def pe_images(graph: Graph, mapping: Mapping) -> tuple[list[bytes], dict]:
         blob, sections = images.pack(graph.layers[pe.layer], profile, pe)
         if len(blob) > mapping.memory.image_capacity:
             raise MappingError(f"PE {pe.index}: image of {len(blob):,} bytes exceeds the PE's "
-                               f"{mapping.memory.image_capacity:,} bytes of DTCM left for data")
+                               f"{mapping.memory.image_capacity:,} bytes of memory left for the image")
         blobs.append(blob)
         image_map[str(pe.index)] = {"file": image_name(pe.index), "bytes": len(blob), "chip": pe.chip,
                                     "core": pe.core, "load_address": mapping.memory.image_address,
@@ -93,4 +94,4 @@ def compile_spinnaker2(quantized_graph: Graph, bundle_tmp_dir, float_graph: Grap
     image_map = write_images(quantized_graph, mapping, out)
     (out / PLACEMENT_JSON).write_text(json.dumps(mapping.to_json()))
     (out / IMAGES_JSON).write_text(json.dumps(image_map, indent=1))
-    return resource_report(mapping, float_graph)
+    return add_layer_placement(resource_report(mapping, float_graph), quantized_graph)  # front-end: host

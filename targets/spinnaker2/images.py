@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from egru_deploy.targets.spinnaker2.mapping import PE
 
 MAGIC = 0x32534745  # "EGS2"
-VERSION = 1
+VERSION = 2  # 2: zoneout_gain
 KIND_EGRU, KIND_LINEAR = 0, 1
 FORMATS = {"dense": 0, "csr8": 1, "csr16": 2}  # csr8/csr16: column indices of 1 or 2 bytes
 MATRIX_X, MATRIX_H = 0, 1  # a source feeds the input kernel or the recurrent kernel
@@ -43,7 +43,7 @@ SECTIONS = ("sources", "x_ptr", "x_idx", "x_val", "h_ptr", "h_idx", "h_val", "bi
 STATE_SECTIONS = ("acc_x", "acc_h", "cell", "trace", "counters")  # zeroed at every reset
 HEADER_FIELDS = (
     ("magic", "I"), ("key_base", "I"), ("first_tick", "I"), ("x_rows", "I"), ("h_rows", "I"),
-    ("sigmoid_offset", "i"), ("tanh_offset", "i"), ("trace_gain", "i"),
+    ("sigmoid_offset", "i"), ("tanh_offset", "i"), ("trace_gain", "i"), ("zoneout_gain", "i"),
     *((f"off_{name}", "I") for name in SECTIONS),
     ("state_begin", "I"), ("state_end", "I"), ("image_bytes", "I"),
     ("version", "H"), ("kind", "H"), ("n_units", "H"), ("n_sources", "H"), ("lut_entries", "H"), ("pad16", "H"),
@@ -201,6 +201,7 @@ def pack(layer, profile: Profile, pe: "PE") -> tuple[bytes, dict]:
                       shift_x=q.input.frac + q.kernel.frac - f,
                       shift_h=profile.event_frac + q.recurrent_kernel.frac - f,
                       state_frac=f, event_shift=f - profile.event_frac, trace_gain=profile.trace_gain,
+                      zoneout_gain=profile.zoneout_gain(layer.zoneout),
                       sigmoid_offset=sig_offset, sigmoid_shift=sig_shift,
                       tanh_offset=tanh_offset, tanh_shift=tanh_shift)
     else:

@@ -31,15 +31,15 @@ class MappingError(UserError):
 
 @dataclass(frozen=True)
 class Board:
-    """Published SpiNNaker2 figures (DESIGN.md): 152 PEs/chip, 48-chip boards, 128 KB per PE,
-    16,384 routing entries per chip.  ``mesh`` is this mapping's model of the chip grid."""
+    """Published SpiNNaker2 figures (DESIGN.md): 152 PEs/chip, 48-chip boards, 128 KB per PE (one flat
+    memory, ``memory_map.py``), 16,384 routing entries per chip.  ``mesh`` is this mapping's model of the
+    chip grid."""
 
     pes_per_chip: int = 152
     chips: int = 48
     mesh: tuple[int, int] = (8, 6)
     routing_entries: int = 16384
-    itcm_bytes: int = 32 * 1024
-    dtcm_bytes: int = 96 * 1024
+    pe_memory_bytes: int = 128 * 1024
     host_chip: int = 0  # the chip whose Ethernet link connects the host
 
     @property
@@ -180,29 +180,33 @@ def _costs(layer) -> _LayerCosts:
 
 
 def _split(costs: _LayerCosts, units: int, capacity: int, max_units: int, where: str) -> list[tuple[int, int]]:
-    """Greedy contiguous slices, each the largest that fits (binary search: size grows with units)."""
-    slices, u0 = [], 0
-    limit = min(max_units, images.CHANNEL_BIT, 0xFFFF)
-    while u0 < units:
-        lo, hi = u0 + 1, min(units, u0 + limit)
-        single = costs.slice(u0, lo)[0]
+    """Equal contiguous slices of n units (the last one shorter), n the largest that fits every slice:
+    what py-spinnaker2 makes of a population with ``set_max_atoms_per_core(n)`` (run.py), so that the
+    board's PEs hold exactly these slices and images."""
+    limit = min(max_units, units, images.CHANNEL_BIT, 0xFFFF)
+    for u0 in range(units):
+        single = costs.slice(u0, u0 + 1)[0]
         if single > capacity:
             raise MappingError(f"{where}: unit {u0} alone needs {single:,} bytes but a PE image holds "
                                f"{capacity:,} bytes")
-        while lo < hi:  # largest u1 in [lo, hi] that fits
-            mid = (lo + hi + 1) // 2
-            if costs.slice(u0, mid)[0] <= capacity:
-                lo = mid
-            else:
-                hi = mid - 1
-        slices.append((u0, lo))
-        u0 = lo
-    return slices
+    lo, hi = 1, limit
+    while lo < hi:  # the largest n whose first slice fits bounds every n that fits all slices
+        mid = (lo + hi + 1) // 2
+        if costs.slice(0, mid)[0] <= capacity:
+            lo = mid
+        else:
+            hi = mid - 1
+    for n in range(lo, 0, -1):
+        slices = [(u0, min(u0 + n, units)) for u0 in range(0, units, n)]
+        if all(costs.slice(u0, u1)[0] <= capacity for u0, u1 in slices):
+            return slices
+    raise AssertionError("one unit per PE always fits")  # each unit was checked above
 
 
 def chip_layers(graph: Graph) -> list[tuple[int, EGRU | Linear]]:
-    """(graph index, layer) of the layers that run on PEs (an embedding is a host look-up)."""
-    return [(i, layer) for i, layer in enumerate(graph.layers) if isinstance(layer, (EGRU, Linear))]
+    """(graph index, layer) of the layers that run on PEs: all but the front-end (an embedding look-up,
+    frame layers and the Linear layers before the first EGRU run on the host)."""
+    return list(enumerate(graph.layers))[len(graph.frontend):]
 
 
 def _check_slices(slices: list[tuple[int, int]], costs: _LayerCosts, capacity: int, first: int, where: str) -> None:
@@ -224,7 +228,8 @@ def map_graph(graph: Graph, memory: PEMemory, board: Board = BOARD, max_units_pe
     if graph.profile != "spinnaker2":
         raise MappingError(f"graph is quantized for profile {graph.profile!r}, not 'spinnaker2'")
     on_chip = chip_layers(graph)
-    if graph.input.size > images.CHANNEL_BIT or any(layer.out_size > images.CHANNEL_BIT for _, layer in on_chip):
+    input_size = on_chip[0][1].in_size  # what the host sends: input features or the front-end's output
+    if input_size > images.CHANNEL_BIT or any(layer.out_size > images.CHANNEL_BIT for _, layer in on_chip):
         raise MappingError(f"a population larger than {images.CHANNEL_BIT:,} units does not fit the packet key")
     plans, pes = [], []
     in_population, in_channel = images.HOST_POPULATION, 0
@@ -259,8 +264,8 @@ def map_graph(graph: Graph, memory: PEMemory, board: Board = BOARD, max_units_pe
                                lower_bound_bytes=costs.lower_bound_bytes(layer.out_size)))
         in_population, in_channel = population, int(kind == "egru" and layer.use_trace)
     output = (in_population, in_channel)
-    routing = _route(graph.input.size, plans, pes, output, board)
-    return Mapping(board, memory, tuple(plans), tuple(pes), routing, graph.input.size, output)
+    routing = _route(input_size, plans, pes, output, board)
+    return Mapping(board, memory, tuple(plans), tuple(pes), routing, input_size, output)
 
 
 # --------------------------------------------------------------------------- routing

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from egru_deploy import reference
 from egru_deploy.errors import TargetUnavailable, UserError
 from egru_deploy.hwsim import spinnaker2 as hwsim
 from egru_deploy.targets.spinnaker2 import build, images, loader
@@ -155,18 +156,22 @@ def _first_difference(k_want, p_want, k_got, p_got) -> str:
     return f"{who} has extra {longer[min(len(want), len(got))]}"
 
 
-def check_bundle(bundle_dir, x: np.ndarray, pes=None, timeout_s: float = DEFAULT_TIMEOUT_S):
-    """hwsim run + QEMU run of each PE (all by default); returns (hwsim result, checks)."""
+def check_bundle(bundle_dir, x: np.ndarray, pes=None, timeout_s: float = DEFAULT_TIMEOUT_S, initial_events=None):
+    """hwsim run + QEMU run of each PE (all by default); returns (hwsim result, checks).
+
+    Initial events are not supported (the PEs start from zero events): a one-line error."""
     loaded = loader.load(bundle_dir)  # a malformed bundle is reported even where QEMU is missing
+    reference.refuse_initial_events(initial_events, "the SpiNNaker2 PE program under QEMU")
     require_qemu()
     result = hwsim.simulate(loaded.system, x, keep_streams=True)
     indices = range(len(loaded.system.pes)) if pes is None else pes
     return loaded.system, result, [check_pe(loaded, result, i, timeout_s) for i in indices]
 
 
-def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+               initial_events=None):
     """The ``qemu`` backend: every PE on QEMU; the output is read from the output PEs' packets."""
-    system, result, checks = check_bundle(bundle_dir, x, timeout_s=timeout_s)
+    system, result, checks = check_bundle(bundle_dir, x, timeout_s=timeout_s, initial_events=initial_events)
     for check in checks:
         if not check.equal:
             raise QemuError(f"QEMU disagrees with hwsim: {check.mismatch}")

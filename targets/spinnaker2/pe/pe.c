@@ -54,7 +54,8 @@ static const char *const STATUS_TEXT[PE_N_STATUS] = {
     [PE_BAD_CSR] = "CSR row pointers do not start at 0 or decrease, or a column index is out of range",
     [PE_BAD_LUT] = "lut_entries is 0",
     [PE_BAD_STATE] = "state_begin is not off_acc_x, or state_end does not cover the state inside the image",
-    [PE_BAD_ARITHMETIC] = "a bit width or shift is outside what 64-bit arithmetic supports",
+    [PE_BAD_ARITHMETIC] = "a bit width or shift is outside what 64-bit arithmetic supports, or zoneout_gain "
+                          "is outside 0..2^state_frac",
 };
 
 const char *pe_status_text(int status)
@@ -127,7 +128,8 @@ static int check_header(uint32_t size)
     if (!bits_ok(hdr->acc_bits) || !bits_ok(hdr->state_bits) || !bits_ok(hdr->event_bits) ||
         !shift_ok(hdr->shift_x) || (!egru && !bits_ok(hdr->out_bits)) ||
         (egru && (!shift_ok(hdr->shift_h) || hdr->state_frac > 62 || !shift_ok(hdr->event_shift) ||
-                  !shift_ok(hdr->sigmoid_shift) || !shift_ok(hdr->tanh_shift))))
+                  !shift_ok(hdr->sigmoid_shift) || !shift_ok(hdr->tanh_shift) || hdr->zoneout_gain < 0 ||
+                  hdr->zoneout_gain > ((int64_t)1 << hdr->state_frac))))
         return PE_BAD_ARITHMETIC;
     if (egru && hdr->lut_entries == 0)
         return PE_BAD_LUT; /* lookup() clamps to lut_entries - 1 */
@@ -240,8 +242,11 @@ static void egru_update(void)
         const int64_t g = lookup(tanh_table, saturate(a_g, hdr->state_bits, PE_COUNTER_STATE),
                                  hdr->tanh_offset, hdr->tanh_shift);
         const int64_t c_old = cell[j];
-        const int64_t c_new = saturate(c_old + rshift_round((one - z) * (g - c_old), hdr->state_frac),
-                                       hdr->state_bits, PE_COUNTER_STATE);
+        int64_t c_new = saturate(c_old + rshift_round((one - z) * (g - c_old), hdr->state_frac),
+                                 hdr->state_bits, PE_COUNTER_STATE);
+        /* zoneout's eval blend p*c + (1-p)*c' (EvNN lib/egru_forward_cpu.cc), gain = p in Q.state_frac:
+         * the result lies between c_old and c_new, so it needs no saturation */
+        c_new += rshift_round(hdr->zoneout_gain * (c_old - c_new), hdr->state_frac);
         const int fired = c_new > thr[j];
         cell[j] = (int32_t)(fired ? c_new - thr[j] : c_new);
         const int64_t event = saturate(rshift_round(fired ? c_new : 0, hdr->event_shift), hdr->event_bits,

@@ -65,7 +65,7 @@ def add_layer_placement(resources: dict, graph) -> dict:
     resources["layer_placement"] = placement
     summary = resources.setdefault("summary", {})
     for where in ("host", "chip"):
-        summary[f"layers on the {where}"] = ", ".join(f"{p['layer']} {p['type']}" for p in placement
+        summary[f"layers on the {where}"] = ", ".join(f"{p['type']} (layer {p['layer']})" for p in placement
                                                       if p["placement"] == where) or "none"
     macs = frontend_macs(graph)
     if macs:

@@ -1,6 +1,6 @@
 """egru-deploy: deploy trained EGRU networks onto neuromorphic chips (Loihi 2, SpiNNaker2).
 
-The Python API (``egru_deploy.api``, docs/python_api.md): ``load``, ``inspect``, ``compile``,
+The Python API (``egru_deploy.api``, README "Python API"): ``load``, ``inspect``, ``compile``,
 ``emulate``, ``export`` -- the functions the ``egru-deploy`` command line runs.
 """
 

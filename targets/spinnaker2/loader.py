@@ -28,7 +28,8 @@ from egru_deploy import bundle, ir
 from egru_deploy.bundle import BundleError
 from egru_deploy.hwsim import spinnaker2 as hwsim
 from egru_deploy.targets.spinnaker2 import images
-from egru_deploy.targets.spinnaker2.build import DTCM_ORIGIN, PEMemory
+from egru_deploy.targets.spinnaker2 import memory_map
+from egru_deploy.targets.spinnaker2.build import PEMemory
 from egru_deploy.targets.spinnaker2.compile import IMAGES_JSON, PLACEMENT_JSON, TARGET_DIR, pe_images
 from egru_deploy.targets.spinnaker2.mapping import BOARD, MappingError, chip_layers, map_graph
 
@@ -135,7 +136,8 @@ def _slices(placement: dict, graph: ir.Graph, where: str) -> list[list[tuple[int
 
 
 def _memory(placement: dict, where: str) -> PEMemory:
-    """The PE memory the bundle was compiled against: integers inside the PE's real DTCM."""
+    """The PE memory the bundle was compiled against: integers inside the PE's flat 128 KB memory, the image
+    where this egru-deploy's memory map puts it (``memory_map.py``)."""
     doc = placement.get("memory", _MISSING)
     if not isinstance(doc, dict):
         raise BundleError(f"{where}: memory is {_show(doc)}, expected an object")
@@ -149,16 +151,16 @@ def _memory(placement: dict, where: str) -> PEMemory:
         else:
             kind = "true or false" if f.name == "measured" else "a non-negative integer"
             raise BundleError(f"{where}: memory.{f.name} is {_show(value)}, expected {kind}")
-    dtcm_end = DTCM_ORIGIN + BOARD.dtcm_bytes
-    limits = {"code_bytes": BOARD.itcm_bytes, "runtime_bytes": BOARD.dtcm_bytes,
-              "image_address": dtcm_end, "image_capacity": dtcm_end - max(values["image_address"], DTCM_ORIGIN)}
+    limits = {"code_bytes": memory_map.CODE_WINDOW_END, "runtime_bytes": memory_map.PE_MEMORY_BYTES,
+              "image_address": memory_map.STACK_ADDRESS, "image_capacity": memory_map.IMAGE_CAPACITY}
     for name, limit in limits.items():
         if values[name] > limit:
             raise BundleError(f"{where}: memory.{name} is {values[name]:,}, but a PE's memory allows at most "
                               f"{limit:,}")
-    if values["image_address"] < DTCM_ORIGIN:
-        raise BundleError(f"{where}: memory.image_address is {values['image_address']:,}, below the PE's DTCM "
-                          f"at {DTCM_ORIGIN:,}")
+    if values["image_address"] != memory_map.IMAGE_ADDRESS:
+        raise BundleError(f"{where}: memory.image_address is {values['image_address']:,}, but the PE memory map puts "
+                          f"the image at {memory_map.IMAGE_ADDRESS:,} (0x{memory_map.IMAGE_ADDRESS:05x}): recompile "
+                          f"the bundle")
     return PEMemory(**values)
 
 

@@ -1,5 +1,5 @@
 /* Cortex-M4F reset: vector table, .bss zeroed, FPU enabled (CPACR), main(), exit via semihosting.
- * .data is loaded in place in DTCM (by QEMU's ELF loader, or by the host on the board). */
+ * .data is loaded in place (by QEMU's ELF loader, or by the host on the board). */
 #include <stdint.h>
 #include "semihosting.h"
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from egru_deploy.ir import EGRU, Embedding, Graph, Input, Linear
+from egru_deploy.ir import Graph
 from egru_deploy.profiles import SPINNAKER2
 from egru_deploy.prune import prune
 from egru_deploy.quantize import quantize
+from egru_deploy.synthetic import NetworkShape, random_graph
 from egru_deploy.targets.spinnaker2.compile import compile_spinnaker2
 
 
@@ -23,6 +24,11 @@ class LanguageModelShape:
     vocab: int = 10_000
     embedding: int = 400
     hidden: tuple[int, ...] = (1350, 1350, 1350)
+    tied: bool = False  # decoder weight = embedding (EvNN's LM without projection: last hidden == embedding)
+
+    def network(self) -> NetworkShape:
+        return NetworkShape(inputs=self.vocab, hidden=tuple(self.hidden), outputs=self.vocab,
+                            embedding=self.embedding, tied=self.tied)
 
 
 PTB = LanguageModelShape()
@@ -30,22 +36,8 @@ PTB = LanguageModelShape()
 
 def random_language_model(shape: LanguageModelShape = PTB, seed: int = 0) -> Graph:
     """Float graph with unit-variance embeddings, weights of variance 1/fan-in, thresholds around 0.1
-    (so that a random model, once pruned, still produces events)."""
-    rng = np.random.default_rng(seed)
-
-    def uniform(fan_in: int, *dims: int) -> np.ndarray:
-        bound = np.sqrt(3.0 / fan_in)
-        return rng.uniform(-bound, bound, dims).astype(np.float32)
-
-    layers: list = [Embedding(rng.normal(0, 1.0, (shape.vocab, shape.embedding)).astype(np.float32))]
-    size = shape.embedding
-    for h in shape.hidden:
-        layers.append(EGRU(kernel=uniform(size, size, 3 * h), recurrent_kernel=uniform(h, h, 3 * h),
-                           bias=np.zeros(3 * h, np.float32), recurrent_bias=np.zeros(3 * h, np.float32),
-                           thr=np.clip(rng.normal(0.1, 0.02, h), 0, 1).astype(np.float32)))
-        size = h
-    layers.append(Linear(uniform(size, shape.vocab, size), np.zeros(shape.vocab, np.float32)))
-    return Graph(Input(shape.vocab, tokens=True), tuple(layers), "sequence")
+    (so that a random model, once pruned, still produces events): ``egru_deploy.synthetic.random_graph``."""
+    return random_graph(shape.network(), seed, thr_mean=0.1, thr_std=0.02)
 
 
 def compile_language_model(out_dir, shape: LanguageModelShape = PTB, prune_amount: float = 0.9,
@@ -68,5 +60,5 @@ def compile_language_model(out_dir, shape: LanguageModelShape = PTB, prune_amoun
     timings["total_s"] = time.perf_counter() - started
     report["timings"] = timings
     report["model"] = {"vocab": shape.vocab, "embedding": shape.embedding, "hidden": list(shape.hidden),
-                       "prune": prune_amount, "embedding_on": "host"}
+                       "tied": shape.tied, "prune": prune_amount, "embedding_on": "host"}
     return quantized, report

@@ -40,11 +40,10 @@ NETWORK_NAME = "egru-deploy"
 
 def _import_spinnaker2():
     try:
-        import spinnaker2  # noqa: F401
+        import spinnaker2 as package
         from spinnaker2 import hardware, snn  # [NIR-rnn: from spinnaker2 import hardware; DNF: hardware, snn]
     except ImportError:
         raise TargetUnavailable(PACKAGE_HINT) from None
-    import spinnaker2 as package
     return package, hardware, snn
 
 
@@ -75,8 +74,9 @@ def projection_weights(plan: app.BoardPlan) -> list[tuple[str, str, str, np.ndar
         if isinstance(layer, EGRU):
             h = layer.hidden
             for g, gate in enumerate("zrg"):
-                out.append((pre, spec.name, f"kernel.{gate}", layer.kernel[:, g * h:(g + 1) * h]))
-                out.append((spec.name, spec.name, f"recurrent_kernel.{gate}", layer.recurrent_kernel[:, g * h:(g + 1) * h]))
+                columns = slice(g * h, (g + 1) * h)
+                out.append((pre, spec.name, f"kernel.{gate}", layer.kernel[:, columns]))
+                out.append((spec.name, spec.name, f"recurrent_kernel.{gate}", layer.recurrent_kernel[:, columns]))
         else:
             out.append((pre, spec.name, "weight", layer.weight.T))
     return [(pre, post, what, np.asarray(w)) for pre, post, what, w in out if np.count_nonzero(w)]
@@ -89,7 +89,7 @@ def build_network(snn, plan: app.BoardPlan):
     for spec in plan.layers:
         record = [app.RECORD_NAME] if spec.name == plan.output else []
         pop = snn.Population(size=spec.units, neuron_model=app.APP_NAME, params={app.PARAMS_KEY: spec},
-                             name=spec.name, record=record)  # [DNF: Population(size, neuron_model, params, name, record)]
+                             name=spec.name, record=record)  # [DNF: size, neuron_model, params, name, record]
         pop.set_max_atoms_per_core(spec.atoms_per_core)  # [DNF, NIR-rnn, NICE]
         pops[spec.name] = pop
     projections = [snn.Projection(pre=pops[pre], post=pops[post], connections=connections(w))  # [DNF]
@@ -143,9 +143,12 @@ def check_fits(plan: app.BoardPlan, input_atoms: int, n_ticks: int) -> None:
             record = memory_map.record_bytes(units if spec.record_channel is not None else 0, n_ticks)
             need = memory_map.aligned8(len(image)) + record
             if need > memory_map.IMAGE_CAPACITY:
+                slices = "compile with smaller slices (compile_spinnaker2(max_units_per_pe=...))"
+                one_tick = memory_map.aligned8(len(image)) + memory_map.record_bytes(units, 1)
+                hint = f"run shorter sequences, or {slices}" if one_tick <= memory_map.IMAGE_CAPACITY else slices
                 raise app.BoardError(f"{where}: its image of {len(image):,} bytes and the record of {units} units x "
                                      f"{n_ticks:,} ticks ({record:,} bytes) need {need:,} bytes but a PE has "
-                                     f"{memory_map.IMAGE_CAPACITY:,} bytes for both: run shorter sequences")
+                                     f"{memory_map.IMAGE_CAPACITY:,} bytes for both: {hint}")
 
 
 def sys_tick_for(system: hwsim.System, x: np.ndarray) -> float:
@@ -160,7 +163,8 @@ def record_values(voltages, units: int, n_ticks: int, where: str) -> np.ndarray:
     for unit in range(units):
         trace = np.asarray(voltages[unit] if unit in voltages else [], np.float64)
         if trace.shape != (n_ticks,):
-            raise app.BoardError(f"{where}: get_voltages() holds {trace.size} values for unit {unit}, expected {n_ticks}")
+            raise app.BoardError(f"{where}: get_voltages() holds {trace.size} values for unit {unit}, "
+                                 f"expected {n_ticks}")
         values[:, unit] = trace
     if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
         raise app.BoardError(f"{where}: the recorded values are not the integers the PEs send")

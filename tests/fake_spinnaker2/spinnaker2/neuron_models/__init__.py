@@ -1,0 +1,1 @@
+"""FAKE spinnaker2.neuron_models."""

@@ -377,12 +377,60 @@ def _csr_image() -> bytes:
     return images.pack(layer, SPINNAKER2, pe)[0]
 
 
+def _banked_graph() -> Graph:
+    """One EGRU PE of 100 units (300 gate columns, 2 banks), 10 % dense: both matrices in csr8b."""
+    return Graph(Input(8), (egru_layer(100, density=0.1),), "sequence", profile="spinnaker2")
+
+
+def _banked_image() -> bytes:
+    graph = _banked_graph()
+    pe, = map_graph(graph, build.measure()).pes
+    assert pe.x_format == pe.h_format == "csr8b"
+    return images.pack(graph.layers[0], SPINNAKER2, pe)[0]
+
+
+def _banked_corruptions(blob: bytes) -> dict[str, tuple[str, bytes]]:
+    """csr8b images with a bank pointer or index corrupted: name -> (section, image)."""
+    header = dict(zip(FIELDS, images.HEADER.unpack_from(blob)))
+    rows, ptr_at, idx_at = header["x_rows"], header["off_x_ptr"], header["off_x_idx"]
+    ptr = np.frombuffer(blob, "<u2", 2 * rows + 1, ptr_at)
+    first = int(ptr[rows])  # the first entry of bank 1 (columns 256..299)
+    assert first < ptr[2 * rows]
+
+    def put(at: int, data: bytes) -> bytes:
+        return blob[:at] + data + blob[at + len(data):]
+
+    return {
+        "index past the last bank's columns": ("x_idx", put(idx_at + first, bytes([255]))),  # column 511 of 300
+        "bank pointer falling": ("x_ptr", put(ptr_at + 2 * rows, (0xFFFF).to_bytes(2, "little"))),
+        "last pointer beyond the image": ("x_ptr", put(ptr_at + 4 * rows, (0xFFFF).to_bytes(2, "little"))),
+    }
+
+
+def test_banked_csr_pointers_and_indices_corrupted_are_refused_by_the_loader(tmp_path):
+    path = tmp_path / "banked"
+    with bundle.writing(path) as tmp:
+        ir.save(_banked_graph(), tmp)
+        compile_spinnaker2(_banked_graph(), tmp)
+        bundle.write_manifest(tmp, "spinnaker2", "spinnaker2")
+    image = path / TARGET_DIR / json.loads((path / TARGET_DIR / IMAGES_JSON).read_text())["0"]["file"]
+    np.save(tmp_path / "x.npy", np.ones((1, 3, 8), np.float32))
+    original = image.read_bytes()
+    for section, corrupt in _banked_corruptions(original).values():
+        image.write_bytes(corrupt)
+        for backend in ("hwsim", "qemu") if HAVE_QEMU else ("hwsim",):
+            assert_hostile_case(["emulate", path, "--backend", backend, "--input", tmp_path / "x.npy",
+                                 "--output", tmp_path / "y.npy"], path, str(image), f"section {section} differs")
+    image.write_bytes(original)
+
+
 C_CASES = [  # header fields -> what pe_init reports
     ({"magic": 0}, "wrong magic"),
     ({"version": images.VERSION + 1}, "unsupported version"),
     ({"image_bytes": 1 << 20}, "image_bytes exceeds the image"),
     ({"kind": 7}, "kind"),
     ({"h_format": 9}, "h_format"),
+    ({"x_format": len(images.FORMATS)}, "x_format"),  # the first code past csr8b
     ({"off_acc_x": 1 << 30}, "section offset"),
     ({"off_bias": 52388}, "section offset"),  # misaligned
     ({"x_rows": 1 << 31}, "section offset"),  # rows x cols beyond the image (and beyond 32-bit products)
@@ -400,9 +448,9 @@ def pe_blobs(compiled, tmp_path_factory):
         build.program()  # the compiled program stays where it is
         patch.setenv("EGRU_DEPLOY_BUILD_DIR", str(tmp_path_factory.mktemp("elf")))
         dense = (compiled / TARGET_DIR / "images" / "pe00000.bin").read_bytes()
-        csr = _csr_image()
-        assert _run_image(dense) == "" and _run_image(csr) == ""  # intact images run
-        yield {"dense": dense, "csr": csr}
+        csr, banked = _csr_image(), _banked_image()
+        assert _run_image(dense) == "" and _run_image(csr) == "" and _run_image(banked) == ""  # intact images run
+        yield {"dense": dense, "csr": csr, "banked": banked}
 
 
 @needs_qemu
@@ -422,6 +470,15 @@ def test_pe_program_refuses_bad_csr_pointers_and_indices(pe_blobs):
     for corrupt in (wild_index, falling):
         error = _run_image(corrupt)
         assert "pe: invalid image: CSR row pointers" in error, error
+
+
+@needs_qemu
+def test_pe_program_refuses_bad_banked_csr_pointers_and_indices(pe_blobs):
+    blob = pe_blobs["banked"]
+    for name, (_, corrupt) in _banked_corruptions(blob).items():
+        error = _run_image(corrupt)
+        fragment = "section offset" if name == "last pointer beyond the image" else "CSR row pointers"
+        assert "pe: invalid image: " in error and fragment in error, (name, error)
 
 
 @needs_qemu

@@ -223,6 +223,44 @@ def test_initial_events_hwsim_takes_them_qemu_and_board_refuse(bundles):
         assert "\n" not in str(error.value)
 
 
+def wide_sparse_graph() -> tuple[Graph, np.ndarray]:
+    """An EGRU of 100 units (300 gate columns) and a readout of 600 units, 15 % dense: one PE each, both
+    wider than 256 columns, so both take csr8b (1-byte indices in 256-column banks)."""
+    rng = np.random.default_rng(12)
+
+    def weights(rows, cols):
+        return (rng.integers(-127, 128, (rows, cols)) * (rng.random((rows, cols)) < 0.15)).astype(np.int8)
+
+    h, out = 100, 600
+    egru = EGRU(kernel=weights(6, 3 * h), recurrent_kernel=weights(h, 3 * h),
+                bias=rng.integers(-(1 << (F - 1)), 1 << (F - 1), 3 * h),
+                recurrent_bias=rng.integers(-(1 << (F - 2)), 1 << (F - 2), 3 * h),
+                thr=rng.integers(0, 1 << (F - 2), h), use_trace=True, zoneout=0.3,
+                quant=EGRUQuant(kernel=QType(8, 7), recurrent_kernel=QType(8, 8), bias=QType(32, F),
+                                recurrent_bias=QType(32, F), thr=QType(32, F), input=QType(32, 8)))
+    readout = Linear(weight=weights(out, h), bias=rng.integers(-1024, 1024, out), relu=False,
+                     quant=LinearQuant(weight=QType(8, 7), bias=QType(32, 10), input=QType(32, F),
+                                       output=QType(32, 10)))
+    graph = Graph(Input(6), (egru, readout), "sequence", profile="spinnaker2")
+    return graph, rng.normal(0, 1.5, (2, 24, 6)).astype(np.float32)
+
+
+def test_banked_csr_is_chosen_past_256_columns():
+    graph, _ = wide_sparse_graph()
+    pes = map_graph(graph, build.measure()).pes
+    assert [(pe.x_format, pe.h_format) for pe in pes] == [("csr8b", "csr8b"), ("csr8b", None)]
+    for rows, cols, nnz in ((100, 300, 4500), (100, 600, 9000)):
+        sizes = {f: sum(images.weight_bytes(f, rows, cols, nnz).values()) for f in ("csr8b", "csr16")}
+        assert sizes["csr8b"] < sizes["csr16"]
+    assert images.choose_format(100, 1000, 100) == "csr16"  # very sparse, 4 banks: their pointers cost more
+    assert images.choose_format(100, 256, 10) == "csr8"
+    w = np.zeros((3, 600), np.int8)
+    w[0, [1, 300, 599]], w[2, [0, 256]] = (1, 2, 3), (4, 5)
+    ptr, idx, val = (np.frombuffer(b, t) for b, t in zip(images.WeightSlice(w).sections("csr8b"), ("<u2", "u1", "i1")))
+    assert ptr.tolist() == [0, 1, 1, 2, 3, 3, 4, 5, 5, 5]  # banks x rows + 1, bank-major
+    assert idx.tolist() == [1, 0, 44, 0, 87] and val.tolist() == [1, 4, 2, 5, 3]
+
+
 # --------------------------------------------------------------------------- C PE program on QEMU
 
 
@@ -236,6 +274,18 @@ def test_qemu_pe_programs_equal_hwsim_bit_for_bit(bundles):
             assert check.equal, check.mismatch
         checked += len(checks)
     assert checked >= 2 * len(QEMU_SEEDS)
+
+
+@needs_qemu
+def test_qemu_equals_hwsim_and_spec_on_banked_csr(tmp_path):
+    graph, x = wide_sparse_graph()
+    path = write_bundle(graph, tmp_path / "wide")
+    got = hwsim.simulate(hwsim.load(path), x)
+    want = reference.run_int(graph, x)
+    assert np.array_equal(got.run.int_sequence, want.int_sequence) and got.run.saturations == want.saturations
+    assert sum(p.packets_sent for p in got.pes) > 0
+    _, _, checks = qemu.check_bundle(path, x)
+    assert len(checks) == 2 and all(check.equal for check in checks), [c.mismatch for c in checks]
 
 
 @needs_qemu

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from egru_deploy.targets.spinnaker2.mapping import PE
 
 MAGIC = 0x32534745  # "EGS2"
-VERSION = 2  # 2: zoneout_gain
+VERSION = 3  # 2: zoneout_gain; 3: csr8b
 KIND_EGRU, KIND_LINEAR = 0, 1
-FORMATS = {"dense": 0, "csr8": 1, "csr16": 2}  # csr8/csr16: column indices of 1 or 2 bytes
+# csr8/csr16: column indices of 1 or 2 bytes.  csr8b: 1-byte indices in banks of BANK_COLUMNS columns;
+# the non-zeros are ordered by (bank, row, column) and ptr holds banks * rows + 1 uint16 offsets,
+# ptr[b * rows + r] .. ptr[b * rows + r + 1] being row r's entries in bank b (column 256 b + idx).
+FORMATS = {"dense": 0, "csr8": 1, "csr16": 2, "csr8b": 3}
 MATRIX_X, MATRIX_H = 0, 1  # a source feeds the input kernel or the recurrent kernel
 
 UNIT_BITS = 19
@@ -36,6 +39,7 @@ HOST_POPULATION = 0
 COUNTERS = ("accumulator", "state", "event", "output", "dropped")  # saturations (as the spec counts) + stray packets
 SECTION_ALIGN = 8  # int64 accumulators
 CSR_PTR_LIMIT = 1 << 16  # row pointers are uint16
+BANK_COLUMNS = 256  # csr8b: the columns a 1-byte index reaches
 
 # (name, struct code): 32-bit fields, then 16-bit, then 8-bit, so the C struct has no implicit padding.
 SECTIONS = ("sources", "x_ptr", "x_idx", "x_val", "h_ptr", "h_idx", "h_val", "bias", "rbias", "thr",
@@ -74,21 +78,33 @@ def aligned(n: int) -> int:
     return -(-n // SECTION_ALIGN) * SECTION_ALIGN
 
 
+def banks(cols: int) -> int:
+    """csr8b: the number of BANK_COLUMNS-column banks of a matrix with ``cols`` columns."""
+    return -(-cols // BANK_COLUMNS)
+
+
 def weight_bytes(fmt: str, rows: int, cols: int, nnz: int) -> dict[str, int]:
     """Bytes of the ptr/idx/val sections of a [rows, cols] int8 matrix stored as ``fmt``."""
     if fmt == "dense":
         return {"ptr": 0, "idx": 0, "val": rows * cols}
+    if fmt == "csr8b":
+        return {"ptr": 2 * (banks(cols) * rows + 1), "idx": nnz, "val": nnz}
     return {"ptr": 2 * (rows + 1), "idx": nnz * (1 if fmt == "csr8" else 2), "val": nnz}
 
 
 def choose_format(rows: int, cols: int, nnz: int) -> str:
-    """The smallest storage of a weight slice; CSR only where it saves memory and its pointers fit."""
-    csr = "csr8" if cols <= 256 else "csr16"
-    if nnz >= CSR_PTR_LIMIT:
-        return "dense"
-    dense_total = sum(aligned(b) for b in weight_bytes("dense", rows, cols, nnz).values())
-    csr_total = sum(aligned(b) for b in weight_bytes(csr, rows, cols, nnz).values())
-    return csr if csr_total < dense_total else "dense"
+    """The smallest storage of a weight slice; CSR only where it saves memory and its pointers fit.
+
+    Up to 256 columns csr8 (csr8b would be the same bytes); wider, csr16 or csr8b, whichever is smaller
+    (csr8b's extra row pointers against csr16's second index byte); ties go to the earlier format."""
+    candidates = ["dense"]
+    if nnz < CSR_PTR_LIMIT:
+        candidates += ["csr8"] if cols <= BANK_COLUMNS else ["csr8b", "csr16"] if cols <= 1 << 16 else ["csr8b"]
+
+    def total(fmt: str) -> int:
+        return sum(aligned(b) for b in weight_bytes(fmt, rows, cols, nnz).values())
+
+    return min(candidates, key=lambda fmt: (total(fmt), candidates.index(fmt)))
 
 
 def section_sizes(kind: str, n_units: int, x_rows: int, h_rows: int, x_format: str, x_nnz: int,
@@ -142,6 +158,14 @@ class WeightSlice:
         if fmt == "dense":
             return b"", b"", np.ascontiguousarray(self.dense, np.int8).tobytes()
         rows, cols = np.nonzero(self.dense)  # row-major order: per row, ascending columns
+        if fmt == "csr8b":
+            n_rows = self.dense.shape[0]
+            segment = (cols // BANK_COLUMNS) * n_rows + rows  # (bank, row): bank-major
+            order = np.argsort(segment, kind="stable")  # keeps ascending columns within a segment
+            rows, cols, segment = rows[order], cols[order], segment[order]
+            ptr = np.searchsorted(segment, np.arange(banks(self.dense.shape[1]) * n_rows + 1)).astype("<u2")
+            idx = (cols % BANK_COLUMNS).astype(np.uint8)
+            return ptr.tobytes(), idx.tobytes(), self.dense[rows, cols].astype(np.int8).tobytes()
         ptr = np.searchsorted(rows, np.arange(self.dense.shape[0] + 1)).astype("<u2")
         idx = cols.astype(np.uint8 if fmt == "csr8" else "<u2")
         return ptr.tobytes(), idx.tobytes(), self.dense[rows, cols].astype(np.int8).tobytes()
@@ -261,6 +285,7 @@ def c_header() -> str:
              f"#define PE_KIND_EGRU {KIND_EGRU}u", f"#define PE_KIND_LINEAR {KIND_LINEAR}u",
              *(f"#define PE_FORMAT_{name.upper()} {code}u" for name, code in FORMATS.items()),
              f"#define PE_MATRIX_X {MATRIX_X}u", f"#define PE_MATRIX_H {MATRIX_H}u",
+             f"#define PE_BANK_COLUMNS {BANK_COLUMNS}u",
              f"#define PE_UNIT_BITS {UNIT_BITS}u", f"#define PE_CHANNEL_BIT 0x{CHANNEL_BIT:x}u",
              *(f"#define PE_COUNTER_{name.upper()} {i}u" for i, name in enumerate(COUNTERS)),
              f"#define PE_N_COUNTERS {len(COUNTERS)}u", "",

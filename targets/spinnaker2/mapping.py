@@ -3,7 +3,8 @@
 * Split: each PE owns a contiguous slice of a layer's units (for EGRU: all three gate rows of
   them).  Slices are packed greedily, each as large as its memory image allows; the image size
   model is ``images.section_sizes`` (code, stack and runtime data are measured from the ELF by
-  ``build.measure``).  Weights are stored dense or CSR, whichever is smaller per slice.
+  ``build.measure``).  Weights are stored dense or CSR (csr8, csr16 or the banked csr8b), whichever is
+  smaller per slice (``images.choose_format``).
 * Place: PEs are numbered in layer order and fill chips core by core (152 PEs per chip, 48 chips).
 * Route: every population (a layer's events or trace, or the host's input) is multicast from each
   chip that holds part of it to the chips of its consumers along X-then-Y paths of the board's chip
@@ -90,7 +91,7 @@ class LayerPlan:
     depth: int
     pes: tuple[int, int]  # PE indices [first, last + 1)
     input_channel: int  # channel of the population this layer reads
-    lower_bound_bytes: int  # the layer's bytes if one PE could hold it all (one row-pointer array per matrix)
+    lower_bound_bytes: int  # bytes no split can go below (_LayerCosts.lower_bound_bytes: one row-pointer array per matrix)
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,23 @@ class _LayerCosts:
         return images.image_bytes(sizes), x_format, h_format, x_nnz, h_nnz
 
     def lower_bound_bytes(self, units: int) -> int:
-        cols = 3 * units if self.kind == "egru" else units
+        """Bytes no split of the layer into PEs can go below, whatever format each PE's slice takes.
+
+        Per matrix: all dense costs rows x cols; otherwise some PE holds CSR, which costs at least one
+        row-pointer array of rows + 1 uint16 (csr8/csr16; csr8b has one per bank) and every unit's
+        non-zeros at 2 bytes at least (a 1-byte index and the value; csr16 takes 3), or rows x gates
+        for a unit held dense.  Bank pointers beyond the first are not counted (a PE of <= 256
+        columns needs none), nor the alignment padding.
+        """
+        gates = 3 if self.kind == "egru" else 1
+        cols = gates * units
         per_unit = images.section_sizes(self.kind, 1, 0, 0, "dense", 0, "dense", 0, 0)
-        weights = sum(min(rows * cols, 2 * (rows + 1) + 2 * int(nnz[-1]))  # best case: CSR with 1-byte indices
-                      for rows, nnz in ((self.x_rows, self.x_nnz), (self.h_rows, self.h_nnz)) if rows)
+        weights = 0
+        for rows, nnz in ((self.x_rows, self.x_nnz), (self.h_rows, self.h_nnz)):
+            if rows:
+                per_unit_nnz = np.diff(nnz)
+                csr = 2 * (rows + 1) + int(np.minimum(gates * rows, 2 * per_unit_nnz).sum())
+                weights += min(rows * cols, csr)
         return weights + units * sum(per_unit[s] for s in UNIT_SECTIONS)
 
 

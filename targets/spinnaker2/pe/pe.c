@@ -48,7 +48,7 @@ static const char *const STATUS_TEXT[PE_N_STATUS] = {
     [PE_BAD_MAGIC] = "wrong magic",
     [PE_BAD_VERSION] = "unsupported version",
     [PE_BAD_KIND] = "kind is neither EGRU nor Linear (or a Linear image has h_rows)",
-    [PE_BAD_FORMAT] = "x_format or h_format is not dense, csr8 or csr16",
+    [PE_BAD_FORMAT] = "x_format or h_format is not dense, csr8, csr16 or csr8b",
     [PE_BAD_SECTION] = "a section offset is misaligned, out of order or its section (sized from the "
                        "header's counts) leaves the image",
     [PE_BAD_CSR] = "CSR row pointers do not start at 0 or decrease, or a column index is out of range",
@@ -74,26 +74,36 @@ static int place(uint32_t off, uint64_t bytes, uint64_t *cursor)
 }
 
 /* A weight matrix's ptr/idx/val sections; for CSR, row pointers from 0 never decrease and every
- * column index is below `cols` (pe_receive indexes the accumulators with them unchecked). */
+ * column index is below `cols` (pe_receive indexes the accumulators with them unchecked).  csr8b has
+ * banks * rows + 1 pointers, bank-major, and an entry of bank b stands for column 256 b + idx. */
 static int check_matrix(unsigned format, uint32_t rows, uint32_t cols, uint32_t off_ptr, uint32_t off_idx,
                         uint32_t off_val, uint64_t *cursor)
 {
     if (format == PE_FORMAT_DENSE)
         return place(off_ptr, 0, cursor) && place(off_idx, 0, cursor) &&
                place(off_val, (uint64_t)rows * cols, cursor) ? PE_OK : PE_BAD_SECTION;
-    if (format != PE_FORMAT_CSR8 && format != PE_FORMAT_CSR16)
+    if (format != PE_FORMAT_CSR8 && format != PE_FORMAT_CSR16 && format != PE_FORMAT_CSR8B)
         return PE_BAD_FORMAT;
-    if (!place(off_ptr, 2 * ((uint64_t)rows + 1), cursor))
+    const uint64_t banks = format == PE_FORMAT_CSR8B ? ((uint64_t)cols + PE_BANK_COLUMNS - 1) / PE_BANK_COLUMNS : 1;
+    const uint64_t segments = banks * rows; /* < 2^56: no wrap, and place() bounds it by the image */
+    if (!place(off_ptr, 2 * (segments + 1), cursor))
         return PE_BAD_SECTION;
     const uint16_t *ptr = (const uint16_t *)(base + off_ptr);
     if (ptr[0] != 0)
         return PE_BAD_CSR;
-    for (uint32_t r = 0; r < rows; r++)
-        if (ptr[r + 1] < ptr[r])
+    for (uint64_t s = 0; s < segments; s++)
+        if (ptr[s + 1] < ptr[s])
             return PE_BAD_CSR;
-    const uint32_t nnz = ptr[rows], width = format == PE_FORMAT_CSR8 ? 1u : 2u;
+    const uint32_t nnz = ptr[segments], width = format == PE_FORMAT_CSR16 ? 2u : 1u;
     if (!place(off_idx, (uint64_t)nnz * width, cursor) || !place(off_val, nnz, cursor))
         return PE_BAD_SECTION;
+    if (format == PE_FORMAT_CSR8B) {
+        for (uint64_t b = 0; b < banks; b++)
+            for (uint32_t k = ptr[b * rows]; k < ptr[(b + 1) * rows]; k++)
+                if (b * PE_BANK_COLUMNS + base[off_idx + k] >= cols)
+                    return PE_BAD_CSR;
+        return PE_OK;
+    }
     for (uint32_t k = 0; k < nnz; k++) {
         const uint32_t col = width == 1 ? base[off_idx + k] : ((const uint16_t *)(base + off_idx))[k];
         if (col >= cols)
@@ -179,7 +189,7 @@ const uint32_t *pe_counters(void)
     return SECTION(uint32_t, counters);
 }
 
-static void accumulate(int64_t *acc, unsigned format, uint32_t cols, const uint16_t *ptr,
+static void accumulate(int64_t *acc, unsigned format, uint32_t cols, uint32_t ptr_rows, const uint16_t *ptr,
                        const uint8_t *idx, const int8_t *val, uint32_t row, int32_t payload)
 {
     if (format == PE_FORMAT_DENSE) {
@@ -189,6 +199,14 @@ static void accumulate(int64_t *acc, unsigned format, uint32_t cols, const uint1
     } else if (format == PE_FORMAT_CSR8) {
         for (uint32_t k = ptr[row]; k < ptr[row + 1]; k++)
             acc[idx[k]] += (int64_t)val[k] * payload;
+    } else if (format == PE_FORMAT_CSR8B) {
+        const uint32_t banks = (cols + PE_BANK_COLUMNS - 1) / PE_BANK_COLUMNS, rows = ptr_rows;
+        for (uint32_t b = 0; b < banks; b++) {
+            int64_t *bank = acc + b * PE_BANK_COLUMNS;
+            const uint16_t *p = ptr + b * rows + row;
+            for (uint32_t k = p[0]; k < p[1]; k++)
+                bank[idx[k]] += (int64_t)val[k] * payload;
+        }
     } else {
         const uint16_t *idx16 = (const uint16_t *)idx;
         for (uint32_t k = ptr[row]; k < ptr[row + 1]; k++)
@@ -205,12 +223,12 @@ void pe_receive(uint32_t key, int32_t payload)
         if (sources[s].population != population)
             continue;
         if (sources[s].matrix == PE_MATRIX_X && row < hdr->x_rows) {
-            accumulate(SECTION(int64_t, acc_x), hdr->x_format, cols, SECTION(uint16_t, x_ptr),
+            accumulate(SECTION(int64_t, acc_x), hdr->x_format, cols, hdr->x_rows, SECTION(uint16_t, x_ptr),
                        SECTION(uint8_t, x_idx), SECTION(int8_t, x_val), row, payload);
             return;
         }
         if (sources[s].matrix == PE_MATRIX_H && row < hdr->h_rows) {
-            accumulate(SECTION(int64_t, acc_h), hdr->h_format, cols, SECTION(uint16_t, h_ptr),
+            accumulate(SECTION(int64_t, acc_h), hdr->h_format, cols, hdr->h_rows, SECTION(uint16_t, h_ptr),
                        SECTION(uint8_t, h_idx), SECTION(int8_t, h_val), row, payload);
             return;
         }

@@ -70,12 +70,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"{path}: is a folder; give a file name")
     with _parents_made(path):
         fd, tmp = _temporary(tempfile.mkstemp, path)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the output gets what open() would give it
         os.close(fd)
         try:
             yield Path(tmp)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -114,6 +121,7 @@ def atomic_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
     out = Path(out_dir)
     with _parents_made(out):
         tmp = Path(_temporary(tempfile.mkdtemp, out))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the bundle gets what mkdir would give it
         try:
             yield tmp
             if out.exists():

@@ -221,3 +221,16 @@ def test_a_newline_in_a_file_cannot_split_the_error_line(tmp_path):
 def test_bad_layout_values_give_one_line(tmp_path, layout, message):
     assert_hostile_case(["inspect", MODEL, "--layout", layout], tmp_path, "--layout" if "JSON" in message or
                         "no such" in message else "", message)
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, inputs):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        assert run(["emulate", MODEL, "--input", inputs, "--output", tmp_path / "y.npy"]).exit_code == 0
+        assert run(_compile_args(tmp_path / "b")).exit_code == 0
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "y.npy").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o755

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-done
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh scripts/setup_data.sh
 	bash scripts/setup.sh $(VENV)
 	touch $(STAMP)
 

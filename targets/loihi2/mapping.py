@@ -127,14 +127,16 @@ class Mapping:
     def worst_case(self) -> dict:
         """Every neuron sends a non-zero payload every step, so every synapse is read."""
         counts = {name: np.zeros(len(self.cores)) for name in ("synaptic_ops", "neuron_updates", "messages")}
+        synapses_per_unit = {}  # group -> non-zero synapses into each of its units (one pass per matrix, not per core)
         for core in self.cores:
             g = self.topology.group(core.group)
             units = core.units[1] - core.units[0]
             counts["neuron_updates"][core.index] = units
             counts["messages"][core.index] = units * (2 if g.feed_port == "trace_out" else 1)
-            for s in self.topology.synapses_into(core.group):
-                fanout = unit_fanout(s.weights.T, g.size)
-                counts["synaptic_ops"][core.index] += fanout[:, core.units[0]:core.units[1]].sum()
+            if g.name not in synapses_per_unit:
+                synapses_per_unit[g.name] = sum((unit_fanout(s.weights.T, g.size).sum(axis=0)
+                                                 for s in self.topology.synapses_into(g.name)), np.zeros(g.size))
+            counts["synaptic_ops"][core.index] = synapses_per_unit[g.name][core.units[0]:core.units[1]].sum()
         return ENERGY.estimate(**counts)
 
     def report(self, activity: Activity | None = None, steps: int | None = None) -> dict:

@@ -5,6 +5,7 @@
     result = egru_deploy.emulate(graph, x)                   # float reference: result.output, .events
     report = egru_deploy.compile(graph, "loihi2", "bundle/", calibration=x_train)
     result = egru_deploy.emulate("bundle/", x, backend="hwsim")
+    scores = egru_deploy.evaluate("bundle/", "fmnist-rows", backend="hwsim", limit=1000)
     egru_deploy.export(graph, "evnn", "model.pt")            # back to EvNN (also "nir", "onnx")
 
 ``load`` takes a file or folder path (what the CLI takes), an IR graph, a state_dict, or a live torch
@@ -28,6 +29,12 @@ from egru_deploy.errors import UserError
 
 PathLike = (str, os.PathLike)
 BUILTIN_DATASETS = ("digits-train", "digits-test")
+# A task split (``fmnist-train``, ``brown-train`` ...) given as calibration data is cut to this much:
+# quantization needs ranges, not the whole split (the whole of brown-train as one (10, 97,589)
+# calibration run would hold 10 billion logits).
+CALIBRATION_SAMPLES = 1024  # classification: samples spread evenly over the split ...
+CALIBRATION_SAMPLE_STEPS = 50_000  # ... fewer for long sequences (smnist, T=784: 63 samples), at least 32
+CALIBRATION_STEPS = 500  # language model: the first steps of each of the 10 rows (5,000 tokens)
 EXPORT_FORMATS = ("nir", "onnx", "evnn")
 DVS_CLASSES = ("EGRUDDVSOptimizedModel", "EGRUDDVSModel")
 
@@ -209,12 +216,38 @@ def inspect(model, layout=None, zoneout=None, output_mode: str | None = None) ->
 
 # --------------------------------------------------------------------------- data
 
+def split_names() -> tuple[str, ...]:
+    """Every built-in data set name: digits-train, digits-test and the task splits (fmnist-test ...)."""
+    from egru_deploy import tasks
+
+    return BUILTIN_DATASETS + tuple(tasks.SPLIT_NAMES)
+
+
+def task_split(name: str, calibration: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A task split name (``egru_deploy.tasks.SPLIT_NAMES``) -> ``(x, y)``; for ``calibration`` cut to
+    :data:`CALIBRATION_SAMPLES` samples spread over the split (at most :data:`CALIBRATION_SAMPLE_STEPS`
+    sample-steps, at least 32 samples; LM: the first :data:`CALIBRATION_STEPS` steps of each row).
+    A missing data package is one line naming it."""
+    from egru_deploy import tasks
+    from egru_deploy.evaluation import spread
+
+    x, y = tasks.split_arrays(name)
+    if not calibration:
+        return x, y
+    if x.ndim == 2:  # token rows (brown-*)
+        return x[:, :CALIBRATION_STEPS], y[:, :CALIBRATION_STEPS]
+    idx = spread(len(x), min(CALIBRATION_SAMPLES, max(32, CALIBRATION_SAMPLE_STEPS // x.shape[1])))
+    return x[idx], y[idx]
+
+
 def dataset(value, graph: ir.Graph, labels: bool = False, name: str = "data"):
     """``(x, y or None)`` from an array, an ``(x, y)`` pair, ``FILE.npz`` (keys x[, y]) or a built-in
-    split name (digits-train, digits-test), checked against ``graph``; None for None."""
+    split name (digits-train, digits-test, or a task split such as fmnist-train, smnist-test,
+    brown-valid: :func:`task_split`, cut for calibration when ``labels`` is False), checked against
+    ``graph``; None for None."""
     if value is None:
         return None
-    from egru_deploy import data
+    from egru_deploy import data, tasks
     from egru_deploy.reference import InputError, check_input
 
     if isinstance(value, tuple):
@@ -224,6 +257,8 @@ def dataset(value, graph: ir.Graph, labels: bool = False, name: str = "data"):
     elif value in BUILTIN_DATASETS:
         x_train, y_train, x_test, y_test = data.digits_split()
         x, y = (x_train, y_train) if value == "digits-train" else (x_test, y_test)
+    elif isinstance(value, str) and value in tasks.SPLIT_NAMES:
+        x, y = task_split(value, calibration=not labels)
     elif labels:
         x, y = data.load_split(value)
     else:
@@ -255,8 +290,9 @@ def compile(model, target: str, out_dir, calibration, *, eval_data=None, prune: 
             source: str | None = None, inputs: tuple = ()) -> dict:
     """Quantize ``model`` for ``target`` ("loihi2" | "spinnaker2") and write a bundle to ``out_dir``.
 
-    ``calibration``: inputs (B, T, ...) as an array, ``FILE.npz`` or a built-in split; ``eval_data``:
-    labelled data for the report, an ``(x, y)`` pair, ``FILE.npz`` or a built-in split. ``force``
+    ``calibration``: inputs (B, T, ...) as an array, ``FILE.npz`` or a built-in split (digits-train, or
+    a task split such as fmnist-train, cut by :func:`task_split`); ``eval_data``: labelled data for the
+    report, an ``(x, y)`` pair, ``FILE.npz`` or a built-in split (fmnist-test, brown-test ...). ``force``
     replaces an existing bundle at ``out_dir`` (never another folder). Returns the compile report.
     """
     from egru_deploy.compile import compile_model
@@ -307,6 +343,27 @@ def emulate(model, x, backend: str = "float", *, layout=None, zoneout=None, outp
     if not graph.quantized:
         raise UserError(f"{_name(model)}: backend 'reference' runs a quantized model; compile it first")
     return reference.run(graph, x, initial_events)
+
+
+def evaluate(model, task: str, backend: str = "float", *, split: str = "test", limit: int | None = None,
+             chunk: int | None = None, carry: bool | None = None, layout=None, zoneout=None,
+             progress: bool = False) -> dict:
+    """Score ``model`` (checkpoint, model file, graph or bundle folder) on ``task``'s ``split``.
+
+    ``task``: digits, fmnist-rows, smnist or brown-lm; ``backend`` as for :func:`emulate`. Returns the
+    task metric (``accuracy`` or ``perplexity``), activity ``sparsity`` (and per layer), MACs per step
+    (``macs_effective``, ``macs_dense``) and ``seconds``. ``limit``: that many samples spread over the
+    split, or for the language model the first ``limit`` steps of each of its 10 rows. The language
+    model runs as a stream in chunks of ``chunk`` steps (default 70, EvNN's bptt), y carried from chunk
+    to chunk with c reset (``carry``: None = where the backend can, i.e. not on lava or qemu).
+    Details: ``egru_deploy.evaluation``.
+    """
+    from egru_deploy import evaluation
+
+    layout = read_layout(layout)
+    return evaluation.evaluate(model, task, backend, split=split, limit=limit,
+                               chunk=evaluation.LM_CHUNK if chunk is None else chunk, carry=carry,
+                               layout=layout, zoneout=zoneout, progress=progress)
 
 
 def export(model, fmt: str, path, *, layout=None, zoneout=None, output_mode: str | None = None,

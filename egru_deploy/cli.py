@@ -1,5 +1,5 @@
 """The ``egru-deploy`` command line: thin click wrappers over ``egru_deploy.api`` (inspect, emulate,
-compile, export) and the training functions.
+compile, evaluate, export) and the training functions.
 
 Every user error (``egru_deploy.errors.UserError``) ends the command with exit code 2 and one line.
 """
@@ -138,21 +138,64 @@ def _save_output(output: np.ndarray, output_path: str) -> None:
         np.save(f, output.astype(np.float32))
 
 
+TASK_HELP = "digits, or a workload of egru_deploy/tasks.py: fmnist-rows, smnist, brown-lm."
+
+
+def _train_options(task: str, hidden, layers, epochs, max_batches) -> dict:
+    """The task's recipe (``train_tasks.RECIPES``) with the options given on the command line."""
+    from egru_deploy import tasks
+    from egru_deploy.train_tasks import RECIPES
+
+    tasks.get_task(task)  # unknown task: one line naming the known ones
+    options = dict(RECIPES.get(task, {}))
+    given = {"hidden": hidden, "layers": layers, "epochs": epochs, "max_batches": max_batches}
+    options.update({k: v for k, v in given.items() if v is not None})
+    missing = [f"--{k}" for k in ("hidden", "layers", "epochs") if k not in options]
+    if missing:
+        raise UserError(f"train --task {task}: no recipe for this task; give {', '.join(missing)}")
+    for key in ("hidden", "layers", "epochs", "max_batches"):
+        if key in options and options[key] is not None and options[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')}: expected >= 1, got {options[key]}")
+    return options
+
+
 @main.command()
-@click.option("--task", type=click.Choice(["digits"]), default="digits", show_default=True)
+@click.option("--task", default="digits", show_default=True, help=TASK_HELP)
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="Checkpoint to write (.pt).")
-@click.option("--hidden", default=128, show_default=True, help="Units per EGRU layer.")
-@click.option("--layers", default=1, show_default=True, help="Number of EGRU layers.")
-@click.option("--epochs", default=60, show_default=True)
+@click.option("--hidden", type=int, default=None, help="Units per EGRU layer (default: the task's recipe; digits 128).")
+@click.option("--layers", type=int, default=None, help="Number of EGRU layers (default: the recipe; digits 1).")
+@click.option("--epochs", type=int, default=None, help="Epochs (default: the recipe; digits 60).")
+@click.option("--max-batches", type=int, default=None, help="Batches per epoch (quick runs; workloads only).")
 @click.option("--seed", default=0, show_default=True)
 @user_errors
-def train(task, output_path, hidden, layers, epochs, seed):
-    """Train an EGRU classifier on a bundled real data set and save it (EvNN state_dict layout)."""
-    from egru_deploy.train import train_digits
+def train(task, output_path, hidden, layers, epochs, max_batches, seed):
+    """Train an EGRU on a real data set and save it (EvNN state_dict layout).
 
-    summary = train_digits(output_path, hidden=hidden, layers=layers, epochs=epochs, seed=seed)
-    click.echo(f"test accuracy {summary['test_accuracy']:.2%}  activity sparsity "
-               f"{summary['test_sparsity']:.2%}  -> {output_path}")
+    digits: the bundled scikit-learn digits. fmnist-rows, smnist, brown-lm: the recipes of
+    egru_deploy/train_tasks.py on the data of scripts/setup_data.sh (a missing package is one line).
+    """
+    if task == "digits":
+        from egru_deploy.train import train_digits
+
+        if max_batches is not None:
+            raise UserError("--max-batches: applies to the workloads (fmnist-rows, smnist, brown-lm), not digits")
+        summary = train_digits(output_path, hidden=128 if hidden is None else hidden,
+                               layers=1 if layers is None else layers, epochs=60 if epochs is None else epochs,
+                               seed=seed)
+        click.echo(f"test accuracy {summary['test_accuracy']:.2%}  activity sparsity "
+                   f"{summary['test_sparsity']:.2%}  -> {output_path}")
+        return
+    options = _train_options(task, hidden, layers, epochs, max_batches)
+    from egru_deploy.train_tasks import train_task
+
+    metrics = train_task(task, "egru", output_path, seed=seed, **options)
+    if "evaluation_error" in metrics:
+        raise UserError(f"train --task {task}: checkpoint written to {output_path}, but its test evaluation "
+                        f"failed: {metrics['evaluation_error']}")
+    metric = (f"test accuracy {metrics['test_accuracy']:.2%}" if metrics["metric"] == "accuracy" else
+              f"test perplexity {metrics['test_perplexity']:.2f}")
+    click.echo(f"{metric}  activity sparsity {metrics['test_sparsity']:.2%}  MACs/step effective / dense "
+               f"{metrics['macs_effective']:,.0f} / {metrics['macs_dense']:,}  -> {output_path}")
 
 
 @main.command(name="compile")
@@ -162,9 +205,13 @@ def train(task, output_path, hidden, layers, epochs, seed):
               help="Bundle directory to write (atomically; keeps every stage under stages/).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it already holds a bundle (never any other folder).")
 @click.option("--calibration", required=True,
-              help="Calibration inputs: FILE.npz with an 'x' array, or digits-train / digits-test.")
+              help="Calibration inputs: FILE.npz with 'x' (or a .npy), digits-train, or a task split "
+                   "<data>-<train|valid|test> (data fmnist, smnist or brown, e.g. fmnist-train), cut to 1,024 "
+                   "samples spread over it (smnist 63; brown: the first 500 tokens of each of its 10 rows).")
 @click.option("--eval", "eval_set", default=None,
-              help="Labelled evaluation data for the report: FILE.npz with 'x' and 'y', or digits-test.")
+              help="Labelled data for the report: FILE.npz with 'x' and 'y', digits-test, or a task split "
+                   "(e.g. fmnist-test, brown-test); the report uses 512 samples spread over it (smnist 127; "
+                   "brown: the first 500 steps of each row).")
 @click.option("--prune", "prune_amount", default=0.0, show_default=True, type=float,
               help="Magnitude-prune this fraction of every weight matrix before quantization.")
 @click.option("--output-mode", type=click.Choice(["sequence", "last", "mean"]), default=None,
@@ -185,6 +232,57 @@ def compile_cmd(model, target, out_dir, force, calibration, eval_set, prune_amou
     print_quantization_report(report)
     print_resources(report["resources"])
     click.echo(f"bundle written to {out_dir} (report.json, report.png, stages/) in {report['compile_seconds']:.2f} s")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--task", required=True, help=TASK_HELP)
+@click.option("--split", default="test", show_default=True, help="train | valid | test (digits: train | test).")
+@click.option("--backend", default="float", show_default=True,
+              help="float | reference | hwsim | lava | qemu (the last four need a compiled bundle).")
+@click.option("--limit", type=int, default=None,
+              help="Evaluate N samples spread evenly over the split (language model: the first N steps of each "
+                   "of its 10 rows).")
+@click.option("--chunk", type=int, default=None,
+              help="Language model: steps per chunk of the stream (default 70, EvNN's bptt).")
+@click.option("--carry/--no-carry", default=None,
+              help="Language model: carry each layer's last events y from chunk to chunk (c reset, EvNN's "
+                   "evaluation). Default: carry on float/reference/hwsim; lava and qemu cannot, so there "
+                   "every chunk starts from zero state.")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--layout", help=LAYOUT_HELP)
+@click.option("--zoneout", type=float, default=None, help=ZONEOUT_HELP + " Checkpoints only.")
+@user_errors
+def evaluate(model, task, split, backend, limit, chunk, carry, as_json, layout, zoneout):
+    """Score MODEL (checkpoint, model file or bundle) on TASK: accuracy or perplexity, activity sparsity, MACs."""
+    from egru_deploy import api
+    from egru_deploy.evaluation import check_limit
+
+    check_limit(limit)
+    result = api.evaluate(model, task, backend, split=split, limit=limit, chunk=chunk, carry=carry,
+                          layout=_read_layout(layout), zoneout=_zoneout(zoneout), progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    _print_evaluation(result)
+
+
+def _print_evaluation(r: dict) -> None:
+    if r["metric"] == "accuracy":
+        size = (f"{r['samples']:,} of {r['split_samples']:,} samples" + (" (spread over the split)"
+                if r["samples"] < r["split_samples"] else ""))
+        metric = f"accuracy {r['accuracy']:.2%}"
+    else:
+        size = (f"{r['tokens']:,} tokens ({r['rows']} rows x {r['steps_per_row']:,} of "
+                f"{r['split_steps_per_row']:,} steps)")
+        metric = f"perplexity {r['perplexity']:.2f} (cross-entropy {r['cross_entropy']:.4f} nats)"
+    click.echo(f"{r['task']} {r['split']}, {size}, backend {r['backend']}: {metric}")
+    layers = ", ".join(f"{s:.1%}" for s in r["layer_sparsity"])
+    click.echo(f"activity sparsity {r['sparsity']:.1%} (per layer {layers}); MACs per step effective / dense "
+                  f"{r['macs_effective']:,.0f} / {r['macs_dense']:,} ({r['macs_effective'] / r['macs_dense']:.1%})"
+                  f"; {r['seconds']:.1f} s")
+    if r["metric"] == "perplexity":
+        click.echo(f"evaluated as a {r['scheme']}")
 
 
 @main.command()
@@ -259,21 +357,26 @@ def run_cmd(bundle_dir, target, board, input_path, output_path, output_mode):
 @click.argument("model", type=click.Path())
 @click.option("--profile", required=True, type=click.Choice(["loihi2", "spinnaker2"]),
               help="Integer profile whose arithmetic is put into the training loop.")
-@click.option("--task", type=click.Choice(["digits"]), default="digits", show_default=True)
+@click.option("--task", default="digits", show_default=True,
+              help="digits, fmnist-rows or smnist (the language model has no QAT loop yet).")
 @click.option("--prune", "prune_amount", default=0.0, show_default=True, type=float,
               help="Magnitude-prune this fraction of every weight matrix first; pruned weights stay zero.")
 @click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--train-samples", type=int, default=None,
+              help="Fine-tune on this many training samples spread over the split (default: all).")
 @click.option("--lr", "learning_rate", default=1e-3, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True)
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(),
               help="Checkpoint to write (.pt, EvNN layout, weights on the profile's grid).")
 @user_errors
-def finetune(model, profile, task, prune_amount, epochs, learning_rate, seed, output_path):
+def finetune(model, profile, task, prune_amount, epochs, batch_size, train_samples, learning_rate, seed, output_path):
     """Quantization-aware fine-tuning of MODEL for PROFILE (fake-quant weights/events, chip gates)."""
     from egru_deploy.qat import finetune as run_finetune
 
     result = run_finetune(model, profile, epochs, output_path, prune=prune_amount, seed=seed, task=task,
-                          learning_rate=learning_rate, progress=True)
+                          learning_rate=learning_rate, batch_size=batch_size, train_samples=train_samples,
+                          progress=True)
     click.echo(f"test accuracy: float {result['float']['accuracy']:.2%}  {profile} PTQ "
                f"{result['ptq']['accuracy']:.2%}  {profile} after QAT {result['qat']['accuracy']:.2%}"
                + (f"  (pruned {prune_amount:.0%})" if prune_amount else "") + f"  -> {output_path}")

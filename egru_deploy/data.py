@@ -106,8 +106,9 @@ def _checked(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.n
     return x.astype(np.float32), y.astype(np.int64)
 
 
-def evaluate(graph: Graph, x: np.ndarray, y: np.ndarray) -> dict:
-    """Accuracy and activity sparsity of a float or quantized graph on (x, y) with DIGITS_OUTPUT_MODE.
+def evaluate(graph: Graph, x: np.ndarray, y: np.ndarray, output_mode: str = DIGITS_OUTPUT_MODE) -> dict:
+    """Accuracy and activity sparsity of a float or quantized graph on (x, y) with ``output_mode``
+    (default DIGITS_OUTPUT_MODE; the workloads pass their task's).
 
     Sparsity is the fraction of zero events over all EGRU units x steps x samples.
     """
@@ -115,7 +116,7 @@ def evaluate(graph: Graph, x: np.ndarray, y: np.ndarray) -> dict:
         raise DataError(f"evaluate: needs as many labels as samples (at least one), got {len(x)} and {len(y)}")
     if y.max() >= graph.out_size:
         raise DataError(f"evaluate: label {y.max()} needs at least {y.max() + 1} outputs, model has {graph.out_size}")
-    result = run(replace(graph, output_mode=DIGITS_OUTPUT_MODE), x)
+    result = run(replace(graph, output_mode=output_mode), x)
     return {
         "accuracy": float(np.mean(result.output.argmax(axis=1) == y)),
         "sparsity": result.sparsity(),

@@ -254,11 +254,12 @@ def network_from_graph(graph: ir.Graph) -> EGRUNetwork:
 
 
 def compile_and_evaluate(graph: ir.Graph, profile_name: str, calibration_x: np.ndarray, x: np.ndarray,
-                         y: np.ndarray, prune: float = 0.0) -> dict:
-    """Task metrics of ``graph`` after ``egru-deploy compile``'s passes, run by the integer reference."""
+                         y: np.ndarray, prune: float = 0.0, output_mode: str = DIGITS_OUTPUT_MODE) -> dict:
+    """Task metrics of ``graph`` after ``egru-deploy compile``'s passes, run by the integer reference
+    with ``output_mode`` (the task's readout)."""
     for stage in pipeline(profile_name, calibration_x, prune):
         graph = stage.apply(graph)
-    return evaluate(graph, x, y)
+    return evaluate(graph, x, y, output_mode)
 
 
 def _digits_layout(graph: ir.Graph) -> str:
@@ -294,23 +295,68 @@ def finetune_network(graph: ir.Graph, profile: Profile, x: np.ndarray, y: np.nda
     return freeze_on_grid(net)
 
 
+
+
+def task_data(task: str, graph: ir.Graph, train_samples: int | None = None) -> dict:
+    """Train, test and calibration data of a QAT task for ``graph`` and the task's output mode.
+
+    digits: ``digits_split`` (calibration = the training split, as ``compile --calibration digits-train``).
+    The classification tasks of ``egru_deploy.tasks`` (fmnist-rows, smnist): the train and test splits; calibration is what
+    ``compile --calibration <data>-train`` uses (``api.task_split``), so the PTQ numbers here are the
+    CLI's. ``train_samples`` keeps that many training samples spread over the split.
+    """
+    from egru_deploy import tasks
+    from egru_deploy.evaluation import check_limit, spread
+
+    check_limit(train_samples, "--train-samples")
+    classifiers = ["digits"] + [name for name, spec in tasks.TASKS.items() if spec.kind == "classification"]
+    if task not in classifiers:
+        known = ", ".join(classifiers)
+        if task in tasks.TASKS:
+            raise UserError(f"finetune --task {task}: quantization-aware fine-tuning covers the classifiers "
+                            f"({known}); the language model has no QAT loop")
+        raise UserError(f"finetune --task: unknown task {task!r} (expected one of {known})")
+    if task == "digits":
+        x_train, y_train, x_test, y_test = digits_split(layout=_digits_layout(graph))
+        calibration, mode = x_train, DIGITS_OUTPUT_MODE
+    else:
+        from egru_deploy.api import task_split
+
+        spec = tasks.get_task(task)
+        dataset = spec.dataset
+        x_train, y_train = task_split(f"{dataset}-train")
+        x_test, y_test = task_split(f"{dataset}-test")
+        calibration, mode = task_split(f"{dataset}-train", calibration=True)[0], spec.output_mode
+        if graph.input.tokens or graph.input.size != x_train.shape[2]:
+            raise UserError(f"finetune --task {task}: the model takes {graph.input.size} input "
+                            f"{'tokens' if graph.input.tokens else 'features'} per step; {task} provides "
+                            f"{x_train.shape[2]} features")
+        if graph.out_size < spec.classes:
+            raise UserError(f"finetune --task {task}: needs {spec.classes} model outputs, the model has "
+                            f"{graph.out_size}")
+    idx = spread(len(x_train), train_samples)
+    return {"x_train": x_train[idx], "y_train": y_train[idx], "x_test": x_test, "y_test": y_test,
+            "calibration": calibration, "output_mode": mode}
+
+
 def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: int,
              output_path: str | os.PathLike, prune: float = 0.0, seed: int = 0, *, task: str = "digits",
              prune_epochs: int | None = None, learning_rate: float = 1e-3, activity_weight: float = 2.0,
-             batch_size: int = 32, progress: bool = False) -> dict:
+             batch_size: int = 32, train_samples: int | None = None, progress: bool = False) -> dict:
     """Fine-tune ``model`` with ``profile_name``'s arithmetic in the loop and save the checkpoint.
 
-    With ``prune``, the sparsity ramps up over the first ``prune_epochs`` epochs (default: half of
-    ``epochs``; 0 prunes once before fine-tuning). ``activity_weight`` defaults to ``train_digits``'
-    weight, so fine-tuning keeps the trained activity sparsity. Returns test metrics of the original
-    float model, of its post-training quantization, and of the fine-tuned model as compiled for the
-    profile (each with ``prune`` applied), all measured with the reference interpreters.
+    ``task``: digits or a classification task of ``egru_deploy.tasks`` (fmnist-rows, smnist; :func:`task_data`; ``train_samples`` fine-tunes on a
+    subset). With ``prune``, the sparsity ramps up over the first ``prune_epochs`` epochs (default: half
+    of ``epochs``; 0 prunes once before fine-tuning). ``activity_weight`` defaults to the training
+    recipes' weight, so fine-tuning keeps the trained activity sparsity. Returns test metrics of the
+    original float model, of its post-training quantization, and of the fine-tuned model as compiled
+    for the profile (each with ``prune`` applied), all measured with the reference interpreters.
     """
     profile = get_profile(profile_name)
-    if task != "digits":
-        raise UserError(f"finetune --task: unknown task {task!r} (expected digits)")
     if epochs < 1:
         raise UserError(f"finetune --epochs: expected >= 1, got {epochs}")
+    if batch_size < 1:
+        raise UserError(f"finetune --batch-size: expected >= 1, got {batch_size}")
     if prune_epochs is None:
         prune_epochs = epochs // 2 if prune else 0
     if not 0.0 <= prune < 1.0:
@@ -318,21 +364,23 @@ def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: 
     graph = from_torch(model) if isinstance(model, EGRUNetwork) else load_model(model)
     if graph.quantized:
         raise UserError(f"finetune: {model} is already quantized; fine-tune a float model")
-    graph = replace(graph, output_mode=DIGITS_OUTPUT_MODE)
-    x_train, y_train, x_test, y_test = digits_split(layout=_digits_layout(graph))
+    d = task_data(task, graph, train_samples)
+    graph = replace(graph, output_mode=d["output_mode"])
     started = time.perf_counter()
-    net = finetune_network(graph, profile, x_train, y_train, epochs, prune, prune_epochs, seed,
+    net = finetune_network(graph, profile, d["x_train"], d["y_train"], epochs, prune, prune_epochs, seed,
                            learning_rate=learning_rate, activity_weight=activity_weight,
                            batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - started
     _save_state_dict(net, Path(output_path))
-    tuned = replace(from_torch(net), output_mode=DIGITS_OUTPUT_MODE)
+    tuned = replace(from_torch(net), output_mode=d["output_mode"])
+    x_cal, x_test, y_test = d["calibration"], d["x_test"], d["y_test"]
     return {
-        "profile": profile.name, "prune": prune,
-        "float": evaluate(graph, x_test, y_test),
-        "ptq": compile_and_evaluate(graph, profile.name, x_train, x_test, y_test, prune),
-        "qat": compile_and_evaluate(tuned, profile.name, x_train, x_test, y_test, prune),
+        "profile": profile.name, "prune": prune, "task": task,
+        "float": evaluate(graph, x_test, y_test, graph.output_mode),
+        "ptq": compile_and_evaluate(graph, profile.name, x_cal, x_test, y_test, prune, graph.output_mode),
+        "qat": compile_and_evaluate(tuned, profile.name, x_cal, x_test, y_test, prune, graph.output_mode),
         "finetune_seconds": seconds,
         "config": {"epochs": epochs, "prune_epochs": prune_epochs, "seed": seed, "learning_rate": learning_rate,
-                   "activity_weight": activity_weight, "batch_size": batch_size},
+                   "activity_weight": activity_weight, "batch_size": batch_size,
+                   "train_samples": int(len(d["x_train"]))},
     }

@@ -103,6 +103,9 @@ def print_event_stats(result, backend: str) -> None:
 # --------------------------------------------------------------------------- quantization report
 
 REPORT_SAMPLES = 512  # enough for a stable metric, small enough to keep compile fast
+REPORT_SAMPLE_STEPS = 100_000  # long sequences (smnist, T=784): fewer samples (127), at least 32
+REPORT_STEPS = 500  # token rows (a language model's stream): the first steps of each row
+SNR_WINDOWS = 8  # the per-layer event SNR is also reported over this many windows of steps
 
 
 def task_metric(output: np.ndarray, y: np.ndarray) -> float:
@@ -121,6 +124,21 @@ def snr_db(signal: np.ndarray, approx: np.ndarray) -> float:
     return 10.0 * np.log10(max(power, 1e-30) / noise)
 
 
+def perplexity(output: np.ndarray, y: np.ndarray) -> float:
+    """exp(mean cross-entropy) of next-token logits (B, T, V) against tokens y (B, T)."""
+    from egru_deploy.evaluation import log_softmax_nll
+
+    return float(np.exp(log_softmax_nll(output, y) / y.size))
+
+
+def snr_over_time(signal: np.ndarray, approx: np.ndarray, windows: int = SNR_WINDOWS) -> list[dict]:
+    """:func:`snr_db` of (B, T, ...) arrays in up to ``windows`` consecutive windows of steps."""
+    steps = signal.shape[1]
+    edges = np.unique(np.linspace(0, steps, min(windows, steps) + 1).round().astype(int))
+    return [{"steps": [int(a), int(b)], "snr_db": snr_db(signal[:, a:b], approx[:, a:b])}
+            for a, b in zip(edges[:-1], edges[1:])]
+
+
 def _run_stats(result) -> dict:
     return {"sparsity": result.sparsity(), "layer_sparsity": result.layer_sparsity(),
             "events_per_step": [float(e.mean()) for e in result.events]}
@@ -133,8 +151,15 @@ def quantization_report(float_graph, quantized, calibration_x, eval_data=None, p
     from egru_deploy.prune import density
 
     profile = get_profile(quantized.profile)
+    from egru_deploy.evaluation import spread
+
     x, y = (eval_data if eval_data is not None else (calibration_x, None))
-    x, y = x[:REPORT_SAMPLES], (y[:REPORT_SAMPLES] if y is not None else None)
+    samples = REPORT_SAMPLES if float_graph.input.tokens or x.ndim < 2 else \
+        min(REPORT_SAMPLES, max(32, REPORT_SAMPLE_STEPS // max(x.shape[1], 1)))
+    idx = spread(len(x), samples)  # spread over the data: a split stored class by class stays mixed
+    x, y = x[idx], (y[idx] if y is not None else None)
+    if float_graph.input.tokens and x.ndim == 2 and x.shape[1] > REPORT_STEPS:
+        x, y = x[:, :REPORT_STEPS], (y[:, :REPORT_STEPS] if y is not None else None)
     runs = {"float": reference.run_float(float_graph, x)}
     if pruned is not None:
         runs["pruned"] = reference.run_float(pruned, x)
@@ -147,7 +172,10 @@ def quantization_report(float_graph, quantized, calibration_x, eval_data=None, p
         "samples": int(len(x)),
         "metric": "accuracy" if y is not None else None,
         "runs": {name: _run_stats(r) for name, r in runs.items()},
+        "steps": int(x.shape[1]),
         "layer_snr_db": [snr_db(f, qe * event_scale) for f, qe in zip(base.layer_events, q.layer_events)],
+        "layer_snr_db_over_time": [snr_over_time(f, qe * event_scale)
+                                   for f, qe in zip(base.layer_events, q.layer_events)],
         "output_snr_db": snr_db(base.output, q.output),
         "saturations": q.saturations,
         "saturation_total": int(sum(q.saturations.values())),
@@ -157,23 +185,36 @@ def quantization_report(float_graph, quantized, calibration_x, eval_data=None, p
             report["runs"][name]["accuracy"] = task_metric(r.output, y)
         report["accuracy_drop_pp"] = 100.0 * (report["runs"]["float"]["accuracy"]
                                               - report["runs"]["quantized"]["accuracy"])
+        if y.ndim == 2 and q.output.ndim == 3:  # next-token labels: a language model
+            report["metric"] = "perplexity"
+            for name, r in runs.items():
+                report["runs"][name]["perplexity"] = perplexity(r.output, y)
+            report["perplexity_change_pct"] = 100.0 * (report["runs"]["quantized"]["perplexity"]
+                                                       / report["runs"]["float"]["perplexity"] - 1.0)
     if pruned is not None:
         report["density"] = density(pruned)
     return report
 
 
 def print_quantization_report(report: dict) -> None:
-    table = Table(title=f"quantization for {report['profile']['chip']} ({report['samples']} samples)")
-    for col in ("run", "accuracy", "activity sparsity", "events/step per layer"):
+    lm = report.get("metric") == "perplexity"
+    steps = f" x {report['steps']} steps" if lm else ""
+    table = Table(title=f"quantization for {report['profile']['chip']} ({report['samples']} samples{steps})")
+    for col in (("run", "perplexity", "next-token accuracy") if lm else ("run", "accuracy")) + (
+            "activity sparsity", "events/step per layer"):
         table.add_column(col)
     for name, stats in report["runs"].items():
         acc = f"{stats['accuracy']:.2%}" if "accuracy" in stats else "n/a (no labels)"
-        table.add_row(name, acc, f"{stats['sparsity']:.1%}", ", ".join(f"{e:.1f}" for e in stats["events_per_step"]))
+        metric = (f"{stats['perplexity']:.2f}", acc) if lm else (acc,)
+        table.add_row(name, *metric, f"{stats['sparsity']:.1%}",
+                      ", ".join(f"{e:.1f}" for e in stats["events_per_step"]))
     console.print(table)
     snr = ", ".join(f"{s:.1f}" for s in report["layer_snr_db"])
     console.print(f"per-layer event SNR (dB): {snr}; output SNR {report['output_snr_db']:.1f} dB; "
                   f"saturations: {report['saturation_total']}")
-    if "accuracy_drop_pp" in report:
+    if "perplexity_change_pct" in report:
+        console.print(f"perplexity change float -> quantized: {report['perplexity_change_pct']:+.2f} %")
+    elif "accuracy_drop_pp" in report:
         console.print(f"accuracy drop float -> quantized: {report['accuracy_drop_pp']:.2f} pp")
 
 
@@ -186,7 +227,12 @@ def save_report_plot(report: dict, path) -> None:
     runs = report["runs"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     names = list(runs)
-    if report.get("metric"):
+    if report.get("metric") == "perplexity":
+        values = [runs[n]["perplexity"] for n in names]
+        bars = axes[0].bar(names, values, color="tab:blue")
+        axes[0].bar_label(bars, fmt="%.1f")
+        axes[0].set_ylabel("perplexity")
+    elif report.get("metric"):
         accuracies = [100 * runs[n]["accuracy"] for n in names]
         bars = axes[0].bar(names, accuracies, color="tab:blue")
         axes[0].bar_label(bars, fmt="%.2f")

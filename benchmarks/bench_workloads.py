@@ -9,8 +9,9 @@ and each target (loihi2, spinnaker2):
   (calibration: 1,024 training samples spread over the split, 63 for smnist's 784 steps; brown: the
   first 500 tokens of each of its 10 rows), then the bundle's bit-accurate emulator (hwsim) on the test split;
 * QAT (classifiers): ``egru_deploy.qat.finetune`` with the chip's arithmetic in the loop
-  (:data:`QAT_RECIPES`), written to ``examples/<task>_egru_qat_<profile>.pt`` (reused when present,
-  ``--retrain-qat`` makes it again), compiled and emulated the same way; pruned + QAT likewise
+  (:data:`QAT_RECIPES`), written to ``examples/<task>_egru_qat_<profile>.pt`` (reused when present
+  and made from the same checkpoint and recipe, as the results JSON records; ``--retrain-qat`` makes
+  it again), compiled and emulated the same way; pruned + QAT likewise
   (:data:`PRUNE_RECIPES`, compiled with ``--prune``). The language model has no QAT loop: PTQ only.
 
 Every row: the task metric (accuracy, or perplexity of the stream evaluated as EvNN does: chunks of
@@ -18,8 +19,9 @@ Every row: the task metric (accuracy, or perplexity of the stream evaluated as E
 (PTQ: <= 1 pp / <= 5 %; QAT: <= 0.5 pp / <= 2 %), activity sparsity, effective vs dense MACs per
 step, synaptic operations per step as the chip's emulator counts them (on the cross-check sample:
 unlike the MAC count, they drop with pruned weights on Loihi 2), resources (neurocores or PEs,
-chips), compile seconds, hwsim seconds for the evaluated samples, and a bit-for-bit cross-check of hwsim against the real component on a sample (Lava's
-Loihi2SimCfg on 4 samples, the C PE program under QEMU on 50; brown: rows x 20 steps) through
+chips), compile seconds, hwsim seconds for the evaluated samples, and a bit-for-bit cross-check
+of hwsim against the real component on a sample (Lava's Loihi2SimCfg on 4 samples, the C PE
+program under QEMU on 50; brown: rows x 20 steps) through
 ``scripts/demo.py``'s ``cross_check``. For every row that misses its target the compile report's
 per-layer event SNR (overall and over windows of steps) and saturation counts are printed and kept.
 
@@ -31,6 +33,7 @@ other tasks' results). Bundles go to a temporary folder.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -75,17 +78,28 @@ def qat_checkpoint(task: str, profile: str, kind: str) -> Path:
     return EXAMPLES / f"{stem}_{suffix}_{profile}.pt"
 
 
-def make_qat(task: str, profile: str, kind: str, retrain: bool) -> tuple[Path, dict | None]:
-    """The QAT checkpoint of ``task`` for ``profile`` (fine-tuned now if missing or ``retrain``)."""
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_qat(task: str, profile: str, kind: str, retrain: bool, made: dict) -> tuple[Path, dict | None]:
+    """The QAT checkpoint of ``task`` for ``profile``: fine-tuned now if missing, if ``retrain``, or if
+    ``made`` (the previous results' record) says it came from another version of the checkpoint or recipe."""
     path = qat_checkpoint(task, profile, kind)
-    if path.is_file() and not retrain:
-        return path, None
+    source = EXAMPLES / CHECKPOINTS[task]
     recipe = dict(QAT_RECIPES[task] if kind == "qat" else PRUNE_RECIPES[task])
-    common.console.print(f"{task}: fine-tuning for {profile} ({kind}: {recipe}) -> {path.relative_to(ROOT)}")
-    result = qat.finetune(EXAMPLES / CHECKPOINTS[task], profile, output_path=path, task=task, **recipe)
+    record = {"source": str(source.relative_to(ROOT)), "source_sha256": sha256(source), "recipe": recipe}
+    key = str(path.relative_to(ROOT))
+    previous = made.get(key)
+    if path.is_file() and not retrain and (previous is None or previous == record):
+        made.setdefault(key, record)
+        return path, None
+    common.console.print(f"{task}: fine-tuning for {profile} ({kind}: {recipe}) -> {key}")
+    result = qat.finetune(source, profile, output_path=path, task=task, **recipe)
     summary = {k: result[k]["accuracy"] for k in ("float", "ptq", "qat")}
     summary.update(finetune_seconds=result["finetune_seconds"], config=result["config"], prune=result["prune"])
     common.console.print(f"  {json.dumps(summary)}")
+    made[key] = record
     return path, summary
 
 
@@ -145,7 +159,7 @@ def deploy(task: str, work, model: Path, kind: str, target: str, base: dict, lim
     return row
 
 
-def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path) -> dict | None:
+def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path, made: dict) -> dict | None:
     checkpoint = EXAMPLES / CHECKPOINTS[task]
     if not checkpoint.is_file():
         common.console.print(f"{task}: skipped, {checkpoint.relative_to(ROOT)} does not exist yet "
@@ -164,10 +178,10 @@ def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path) -> dict
     for target in TARGETS:
         variants = [("ptq", checkpoint, 0.0, None)]
         if task in QAT_RECIPES and not skip_qat:
-            path, info = make_qat(task, target, "qat", retrain)
+            path, info = make_qat(task, target, "qat", retrain, made)
             variants.append(("qat", path, 0.0, info))
         if task in PRUNE_RECIPES and not skip_qat:
-            path, info = make_qat(task, target, "prune_qat", retrain)
+            path, info = make_qat(task, target, "prune_qat", retrain, made)
             variants.append(("prune_qat", path, PRUNE_RECIPES[task]["prune"], info))
         for kind, model, prune, info in variants:
             started = time.perf_counter()
@@ -251,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     path = common.RESULTS_DIR / "bench_workloads.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     results = dict(previous.get("tasks", {}))
+    made = dict(previous.get("qat_checkpoints", {}))  # QAT checkpoint -> the checkpoint and recipe it came from
     started = time.perf_counter()
     with common.limit_threads(args.threads), tempfile.TemporaryDirectory(prefix="bench-workloads-") as out:
         for task in args.task or list(CHECKPOINTS):
             try:
-                result = run_task(task, args.limit, args.skip_qat, args.retrain_qat, Path(out))
+                result = run_task(task, args.limit, args.skip_qat, args.retrain_qat, Path(out), made)
             except UserError as e:
                 common.console.print(f"{task}: failed: {e}")
                 raise SystemExit(2) from None
@@ -269,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                   "macs_effective": "MACs per step with only non-zero inputs and events fanning out (report.mac_counts)",
                   "compile_seconds": "egru-deploy compile (pipeline, bundle, report)",
                   "hwsim_seconds": "the bundle's hwsim on the evaluated test samples (or tokens)"},
-        "targets": TARGET, "qat_recipes": QAT_RECIPES, "prune_recipes": PRUNE_RECIPES, "tasks": results})
+        "targets": TARGET, "qat_recipes": QAT_RECIPES, "prune_recipes": PRUNE_RECIPES, "qat_checkpoints": made,
+        "tasks": results})
     common.console.print(f"written {written} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -1,4 +1,5 @@
-"""Quantization-aware fine-tuning: ``egru-deploy finetune MODEL --profile loihi2|spinnaker2``.
+"""Quantization-aware fine-tuning: ``egru-deploy finetune MODEL --profile loihi2|spinnaker2``
+``--task digits|fmnist-rows|smnist`` (the classifiers; :func:`task_data`).
 
 The torch EGRU is fine-tuned with the chip's arithmetic in its forward pass and smooth gradients in
 its backward pass (straight-through estimators):
@@ -295,15 +296,14 @@ def finetune_network(graph: ir.Graph, profile: Profile, x: np.ndarray, y: np.nda
     return freeze_on_grid(net)
 
 
-
-
 def task_data(task: str, graph: ir.Graph, train_samples: int | None = None) -> dict:
     """Train, test and calibration data of a QAT task for ``graph`` and the task's output mode.
 
-    digits: ``digits_split`` (calibration = the training split, as ``compile --calibration digits-train``).
-    The classification tasks of ``egru_deploy.tasks`` (fmnist-rows, smnist): the train and test splits; calibration is what
-    ``compile --calibration <data>-train`` uses (``api.task_split``), so the PTQ numbers here are the
-    CLI's. ``train_samples`` keeps that many training samples spread over the split.
+    digits: ``digits_split`` (calibration = the training split, as ``compile --calibration
+    digits-train``). The classification tasks of ``egru_deploy.tasks`` (fmnist-rows, smnist): the
+    train and test splits; calibration is what ``compile --calibration <data>-train`` uses
+    (``api.task_split``), so the PTQ numbers here are the CLI's. ``train_samples`` keeps that many
+    training samples spread over the split.
     """
     from egru_deploy import tasks
     from egru_deploy.evaluation import check_limit, spread
@@ -345,8 +345,8 @@ def finetune(model: str | os.PathLike | EGRUNetwork, profile_name: str, epochs: 
              batch_size: int = 32, train_samples: int | None = None, progress: bool = False) -> dict:
     """Fine-tune ``model`` with ``profile_name``'s arithmetic in the loop and save the checkpoint.
 
-    ``task``: digits or a classification task of ``egru_deploy.tasks`` (fmnist-rows, smnist; :func:`task_data`; ``train_samples`` fine-tunes on a
-    subset). With ``prune``, the sparsity ramps up over the first ``prune_epochs`` epochs (default: half
+    ``task``: digits or a classification task of ``egru_deploy.tasks`` (fmnist-rows, smnist;
+    :func:`task_data`; ``train_samples`` fine-tunes on a subset). With ``prune``, the sparsity ramps up over the first ``prune_epochs`` epochs (default: half
     of ``epochs``; 0 prunes once before fine-tuning). ``activity_weight`` defaults to the training
     recipes' weight, so fine-tuning keeps the trained activity sparsity. Returns test metrics of the
     original float model, of its post-training quantization, and of the fine-tuned model as compiled

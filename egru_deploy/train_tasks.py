@@ -181,6 +181,16 @@ def _schedule(optimizer, total_steps: int):
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
 
+def _update(model, loss, optimizer, schedule, clip: float | None) -> None:
+    """One optimizer step on ``loss`` (gradient norm clipped to ``clip`` when set), then the schedule."""
+    optimizer.zero_grad()
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    schedule.step()
+
+
 def penalty_ramp(epochs_done: float, warmup: float = 1.0, ramp: float = 1.0) -> float:
     """Factor of the activity weight after ``epochs_done`` (fractional) epochs: 0 for ``warmup`` epochs,
     then linear to 1 over ``ramp`` epochs, then 1. Classifiers: 1 + 1 epochs; the LM: 0.25 + 0.5.
@@ -260,12 +270,7 @@ def train_classifier(task_name: str, arch: str, output_path: str | os.PathLike |
             loss = nn.functional.cross_entropy(logits, y_train[idx])
             if activity_weight:
                 loss = loss + activity_weight * penalty_ramp(epoch + b / batches) * activity_penalty(events)
-            optimizer.zero_grad()
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            schedule.step()
+            _update(model, loss, optimizer, schedule, clip)
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y_train[idx]).sum())
             rate_sum += _event_rate(events) * len(idx)
@@ -412,12 +417,7 @@ def train_lm(task_name: str, arch: str, output_path: str | os.PathLike | None, *
             ce = nn.functional.cross_entropy(logits.reshape(-1, vocab), targets.reshape(-1))
             ramp = penalty_ramp(epoch + k / len(starts), warmup=0.25, ramp=0.5)
             loss = ce + activity_weight * ramp * activity_penalty(events) if activity_weight else ce
-            optimizer.zero_grad()
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
-            schedule.step()
+            _update(model, loss, optimizer, schedule, clip)
             nll_sum += ce.item()
             rate_sum += _event_rate(events)
             n += 1

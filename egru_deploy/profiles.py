@@ -51,6 +51,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from egru_deploy.circuit import ChordGates
 from egru_deploy.ir import Graph
 
 TRACE_DECAY = 0.9
@@ -223,8 +224,11 @@ class Profile:
     state_frac: int
     event_bits: int
     event_frac: int
-    activation: PiecewiseLinear | LookupTable
+    activation: PiecewiseLinear | LookupTable | ChordGates
     hop_latency: int = 1
+    # The EGRU runs as a circuit of stock processes (``egru_deploy.circuit``: its own integer rules,
+    # STEPS_PER_TOKEN chip steps per input step) instead of one neuron program per unit.
+    circuit: bool = False
 
     @cached_property
     def trace_gain(self) -> int:
@@ -247,12 +251,13 @@ class Profile:
             "accumulator_bits": self.acc_bits, "state_bits": self.state_bits, "state_frac": self.state_frac,
             "event_bits": self.event_bits, "event_frac": self.event_frac,
             "activation": self.activation.describe(self.state_frac), "hop_latency": self.hop_latency,
+            **({"circuit": "stock Lava processes (egru_deploy.circuit)"} if self.circuit else {}),
         }
 
 
 LOIHI2 = Profile(
     name="loihi2", chip="Intel Loihi 2", weight_bits=8, weight_even=True, acc_bits=24, state_bits=24,
-    state_frac=12, event_bits=24, event_frac=8, activation=PiecewiseLinear())
+    state_frac=12, event_bits=24, event_frac=8, activation=ChordGates(), circuit=True)
 
 SPINNAKER2 = Profile(
     name="spinnaker2", chip="SpiNNaker2", weight_bits=8, weight_even=False, acc_bits=32, state_bits=32,

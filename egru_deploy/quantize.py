@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from egru_deploy import reference
+from egru_deploy import circuit, reference
 from egru_deploy.errors import QuantizationError, UserError
 from egru_deploy.ir import EGRU, Conv2d, Embedding, EGRUQuant, Graph, Linear, LinearQuant, Pool2d, QType
 from egru_deploy.profiles import Profile
@@ -99,7 +99,7 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks
                 recurrent_kernel=quantize_weights(layer.recurrent_kernel, fr, profile),
                 bias=_fixed(layer.bias, state_q, f"{where}.bias"),
                 recurrent_bias=_fixed(layer.recurrent_bias, state_q, f"{where}.recurrent_bias"),
-                thr=_fixed(layer.thr, state_q, f"{where}.thr")))
+                thr=_threshold(profile, _fixed(layer.thr, state_q, f"{where}.thr"))))
             _check_exact_sums(layers[-1], in_q, event_q, where)
             in_q = event_q
         elif isinstance(layer, (Linear, Conv2d)):  # a convolution is a Linear over every window
@@ -111,6 +111,11 @@ def _quantize_layers(graph: Graph, profile: Profile, x: np.ndarray, linear_peaks
             _check_exact_sums(layers[-1], in_q, None, where)
             in_q = out_q
     return graph.with_layers(layers, profile=profile.name)
+
+
+def _threshold(profile: Profile, thr: np.ndarray) -> np.ndarray:
+    """The stock circuit holds thresholds in an 8-bit reset weight (``circuit.on_threshold_grid``)."""
+    return circuit.on_threshold_grid(thr) if profile.circuit else thr
 
 
 def _linear_peaks(graph: Graph, x: np.ndarray) -> dict[int, float]:

@@ -13,6 +13,7 @@ from itertools import product
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from egru_deploy import circuit
 from egru_deploy.errors import UserError
 from egru_deploy.ir import EGRU, Conv2d, Embedding, Graph, IRError, Linear, LinearQuant, Pool2d, QType
 from egru_deploy.profiles import Profile, div_round, get_profile, rshift_round, saturate, zoneout_blend
@@ -367,6 +368,8 @@ def egru_layer_int(profile: Profile, layer: EGRU, x: np.ndarray, sat: dict,
     Returns events and traces (B, T, H) int64 and spike counts (B, T).  ``initial_events`` (B, H):
     the event payloads before the first step (default 0); c and the trace start at 0.
     """
+    if profile.circuit:  # the stock-process circuit has its own arithmetic (egru_deploy.circuit)
+        return circuit.layer_int(profile, layer, x, sat, initial_events)
     b, t_steps, _ = x.shape
     h = layer.hidden
     gx_all = input_preactivation(profile, layer, int_matmul(x, layer.kernel), sat)  # all steps at once
@@ -397,6 +400,8 @@ def linear_output(profile: Profile, quant: LinearQuant, bias: np.ndarray, relu: 
 
 def linear_int(profile: Profile, layer: Linear, x: np.ndarray, sat: dict) -> np.ndarray:
     """Quantized readout of input values x (..., I)."""
+    if profile.circuit:
+        return circuit.linear_int(profile, layer, x, sat)
     return linear_output(profile, layer.quant, layer.bias, layer.relu, int_matmul(x, layer.weight.T), sat)
 
 

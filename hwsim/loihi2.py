@@ -1,22 +1,15 @@
-"""Bit-accurate, batched emulator of the Loihi 2 network that ``targets.loihi2.network`` builds in Lava.
+"""Bit-accurate, batched emulator of the Loihi 2 stock-process network (``targets.loihi2.netlist``).
 
-The Lava network: a RingBuffer source sends input step t at chip step t; every EGRU layer is an
-``EGRUNeurons`` process fed by an input Dense and a recurrent Dense, every Linear layer a
-``ReadoutNeurons`` process fed by a Dense; sinks record each process's output at every chip step.
-A Dense delivers at chip step j + hop what it received at j (``profiles.LOIHI2.hop_latency`` = 1),
-so the process of layer i handles input step t at chip step ``t + depth(i)`` (``schedule``) and
-sends zeros outside its window of T active steps.  A recurrent Dense fits that one-step delay
-exactly: step t sees the events of step t - 1.
+Every population of the netlist is stateless and silent except at its own level of each input step
+(``egru_deploy.circuit``), so the emulator evaluates the circuit one input step at a time with the
+specification's own function (``circuit.layer_int``, recording every neuron group) and places the
+values the sinks would hold at their chip steps: a layer's level-k neurons act at chip step
+``offset + t * D + k``.  It then counts, per neurocore of the mapping, neuron updates (every neuron of a
+process is updated every chip step), messages (non-zero payloads sent) and synaptic operations (synapses
+read for arriving non-zero payloads), from the recorded values and the netlist's connections.
+The host's part (input format, front-end, phase lines) is counted apart.
 
-Each process's output stream depends only on its own state and on earlier processes' streams
-one hop back, so the emulator runs the processes one after another, each over its whole window
-and vectorised over the batch, with the specification's arithmetic
-(``reference.egru_neuron_update``, ``reference.linear_int``).  It returns what the sinks would hold
-(chip time, before realignment) and counts, per chip step and neurocore, neuron updates,
-messages sent and synaptic operations, using the neurocore layout of ``targets.loihi2.mapping``.
-The front-end (``Graph.frontend``: an embedding, or convolutions/pooling/Linear on frames) runs on
-the host with the specification's own functions (``reference.quantize_input``); the source sends
-its output.
+``run_bundle`` is how ``egru-deploy emulate --backend hwsim`` reaches it, as for SpiNNaker2.
 """
 from __future__ import annotations
 
@@ -24,120 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from egru_deploy import reference
+from egru_deploy import circuit, reference
 from egru_deploy.errors import UserError
 from egru_deploy.ir import EGRU, Graph, Linear, QType
-from egru_deploy.profiles import LOIHI2, latency
+from egru_deploy.profiles import LOIHI2, get_profile
 
-HOP = LOIHI2.hop_latency
-if HOP != 1:  # a recurrent Dense delivers after one hop; the EGRU recurrence needs exactly one step
-    raise ImportError("hwsim.loihi2 assumes profiles.LOIHI2.hop_latency == 1")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Chip step at which each layer's process handles input step 0 (None: host-side front-end)."""
-
-    depths: tuple[int | None, ...]
-    latency: int
-
-    def chip_steps(self, steps: int) -> int:
-        return steps + self.latency
-
-
-def schedule(graph: Graph) -> Schedule:
-    """Depth of every layer, from ``profiles.latency`` of the graph truncated after that layer."""
-    host = len(graph.frontend)  # embedding or frame layers: computed on the host, not on neurocores
-    depths = tuple(None if i < host else latency(graph.with_layers(graph.layers[:i + 1]), LOIHI2)
-                   for i in range(len(graph.layers)))
-    return Schedule(depths, latency(graph, LOIHI2))
-
-
-def chip_time(values: np.ndarray, depth: int, chip_steps: int) -> np.ndarray:
-    """Place a process's T outputs (B, T, n) at chip steps depth..depth+T-1; zeros elsewhere."""
-    b, steps = values.shape[:2]
-    out = np.zeros((b, chip_steps) + values.shape[2:], values.dtype)
-    out[:, depth:depth + steps] = values
-    return out
-
-
-def realign(chip_values: np.ndarray, depth: int, steps: int) -> np.ndarray:
-    """The inverse of ``chip_time``: a process's T outputs out of its chip-time record."""
-    return chip_values[:, depth:depth + steps]
-
-
-@dataclass(frozen=True)
-class CoreLayout:
-    """Neurocore of every unit of every layer (None for host-side layers), as ``mapping`` assigns them."""
-
-    unit_cores: tuple[np.ndarray | None, ...]
-    n_cores: int
-
-
-def one_core_per_layer(graph: Graph) -> CoreLayout:
-    """A layout for runs without a mapping: each layer on its own (unbounded) core."""
-    cores, n = [], 0
-    for i, layer in enumerate(graph.layers):
-        if i < len(graph.frontend):
-            cores.append(None)
-        else:
-            cores.append(np.full(layer.out_size, n))
-            n += 1
-    return CoreLayout(tuple(cores), n)
-
-
-@dataclass(frozen=True)
-class Activity:
-    """Counts per chip step and neurocore, summed over the ``batch`` sequences of a run."""
-
-    neuron_updates: np.ndarray  # (chip steps, cores)
-    messages: np.ndarray  # non-zero payloads sent by the neurons of the core
-    synaptic_ops: np.ndarray  # synapses read on the core for arriving non-zero payloads
-    batch: int
-
-    def per_core_per_step(self, steps: int) -> dict[str, np.ndarray]:
-        """Mean counts per neurocore for one input step of one sequence."""
-        scale = 1.0 / (self.batch * steps)
-        return {"synaptic_ops": self.synaptic_ops.sum(axis=0) * scale,
-                "neuron_updates": self.neuron_updates.sum(axis=0) * scale,
-                "messages": self.messages.sum(axis=0) * scale}
-
-
-@dataclass
-class ChipRun:
-    """What a run of the Loihi 2 network leaves in its sinks (chip time), and its counters."""
-
-    schedule: Schedule
-    steps: int  # input steps T
-    output: np.ndarray  # (B, T + latency, O): the output sink
-    layer_events: list[np.ndarray]  # per EGRU layer (B, T + latency, H): the event sinks
-    spike_counts: list[np.ndarray]  # per EGRU layer (B, T + latency): units that fired
-    saturations: dict[str, int] = field(default_factory=dict)
-    activity: Activity | None = None  # emulator runs only
-
-    def result(self, graph: Graph) -> reference.RunResult:
-        """Realigned outputs as a RunResult, comparable with ``reference.run_int`` / ``run_float``."""
-        depths = [d for d, layer in zip(self.schedule.depths, graph.layers) if isinstance(layer, EGRU)]
-        result = reference.RunResult(output=np.empty(0, np.float32))
-        result.events = [realign(s, d, self.steps) for s, d in zip(self.spike_counts, depths)]
-        result.hidden = [layer.hidden for layer in graph.egru_layers]
-        result.saturations = dict(self.saturations)
-        aligned = realign(self.output, self.schedule.latency, self.steps)
-        if graph.quantized:
-            result.layer_events = [realign(e, d, self.steps) for e, d in zip(self.layer_events, depths)]
-            result.int_sequence = aligned
-            result.sequence = output_format(graph).to_float(aligned)
-        else:
-            result.layer_events = [realign(e, d, self.steps).astype(np.float32)
-                                   for e, d in zip(self.layer_events, depths)]
-            result.sequence = aligned.astype(np.float32)
-        result.output = reference.apply_output_mode(result.sequence, graph.output_mode)
-        return result
-
-
-def output_format(graph: Graph) -> QType:
-    last = graph.layers[-1]
-    return last.quant.output if isinstance(last, Linear) else QType(LOIHI2.event_bits, LOIHI2.event_frac)
+D = circuit.STEPS_PER_TOKEN
 
 
 def check_graph(graph: Graph) -> None:
@@ -146,88 +31,150 @@ def check_graph(graph: Graph) -> None:
                         f"got {graph.profile or 'a float graph'!r}; compile with --target loihi2")
 
 
-def unit_fanout(weights: np.ndarray, units: int) -> np.ndarray:
-    """Synapses per (presynaptic neuron, postsynaptic unit) of weights [in, k * units] (k gate blocks)."""
-    nonzero = (weights != 0).reshape(weights.shape[0], -1, units)
-    return nonzero.sum(axis=1)
+def chip_time(values: np.ndarray, at: int, chip_steps: int) -> np.ndarray:
+    """Values (B, T, ...) of one neuron group placed at chip steps ``at + t * D``; zeros elsewhere."""
+    b, steps = values.shape[:2]
+    out = np.zeros((b, chip_steps) + values.shape[2:], values.dtype)
+    out[:, at + D * np.arange(steps)] = values
+    return out
 
 
-class _Counter:
-    def __init__(self, chip_steps: int, layout: CoreLayout, batch: int):
-        self.layout = layout
-        self.batch = batch
-        shape = (chip_steps, layout.n_cores)
-        self.neuron_updates = np.zeros(shape)
-        self.messages = np.zeros(shape)
-        self.synaptic_ops = np.zeros(shape)
-
-    def _onehot(self, layer_index: int) -> np.ndarray:
-        cores = self.layout.unit_cores[layer_index]
-        onehot = np.zeros((cores.shape[0], self.layout.n_cores))
-        onehot[np.arange(cores.shape[0]), cores] = 1.0
-        return onehot
-
-    def neurons(self, layer_index: int, depth: int, *sent: np.ndarray) -> None:
-        """``sent``: what the layer's ports send over its window, each (B, T, units)."""
-        onehot = self._onehot(layer_index)
-        window = slice(depth, depth + sent[0].shape[1])
-        self.neuron_updates[window] += self.batch * onehot.sum(axis=0)
-        for payloads in sent:
-            self.messages[window] += np.count_nonzero(payloads, axis=0) @ onehot
-
-    def synapses(self, layer_index: int, depth: int, arriving: np.ndarray, weights: np.ndarray) -> None:
-        """``arriving`` (B, T, in): payloads delivered at the layer's active steps through ``weights``."""
-        per_core = unit_fanout(weights, self.layout.unit_cores[layer_index].shape[0]) @ self._onehot(layer_index)
-        self.synaptic_ops[depth:depth + arriving.shape[1]] += np.count_nonzero(arriving, axis=0) @ per_core
-
-    def activity(self) -> Activity:
-        return Activity(self.neuron_updates, self.messages, self.synaptic_ops, self.batch)
+def realign(chip_values: np.ndarray, at: int, steps: int) -> np.ndarray:
+    """The inverse of ``chip_time``."""
+    return chip_values[:, at + D * np.arange(steps)]
 
 
-def run(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None, initial_events=None) -> ChipRun:
+def output_format(graph: Graph) -> QType:
+    last = graph.layers[-1]
+    return last.quant.output if isinstance(last, Linear) else QType(LOIHI2.event_bits, LOIHI2.event_frac)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Totals over a run: per neuron of every population, summed over the batch and all chip steps."""
+
+    messages: dict[str, np.ndarray]  # population -> non-zero payloads sent, per neuron
+    synaptic_ops: dict[str, np.ndarray]  # population -> synapses read, per receiving neuron
+    host_messages: int  # input and phase-line payloads sent by the host
+    batch: int
+    steps: int  # input steps per sequence
+
+    def per_input_step(self) -> dict[str, float]:
+        scale = 1.0 / (self.batch * self.steps)
+        return {"messages": float(sum(v.sum() for v in self.messages.values())) * scale,
+                "synaptic_ops": float(sum(v.sum() for v in self.synaptic_ops.values())) * scale,
+                "host_messages": self.host_messages * scale}
+
+
+@dataclass
+class ChipRun:
+    """What a run of the Loihi 2 network leaves in its sinks (chip time), and its counters."""
+
+    netlist: object  # targets.loihi2.netlist.Netlist
+    steps: int  # input steps T
+    output: np.ndarray  # (B, N, O): the output sink
+    layer_events: list[np.ndarray]  # per EGRU layer (B, N, H): the event sinks
+    spike_counts: list[np.ndarray]  # per EGRU layer (B, N): units that fired, at the events' step
+    saturations: dict[str, int] = field(default_factory=dict)
+    activity: Activity | None = None  # emulator runs only
+
+    def result(self, graph: Graph) -> reference.RunResult:
+        """Realigned outputs as a RunResult, comparable with ``reference.run_int``."""
+        net = self.netlist
+        egru = sorted(net.event_populations)
+        at = [net.offsets[i] + net.populations[net.event_populations[i]].segments[0].level for i in egru]
+        result = reference.RunResult(output=np.empty(0, np.float32))
+        result.events = [realign(s, a, self.steps) for s, a in zip(self.spike_counts, at)]
+        result.hidden = [graph.layers[i].hidden for i in egru]
+        result.saturations = dict(self.saturations)
+        pop, level = net.output
+        aligned = realign(self.output, net.offsets[net.populations[pop].layer] + level, self.steps)
+        result.layer_events = [realign(e, a, self.steps) for e, a in zip(self.layer_events, at)]
+        result.int_sequence = aligned
+        result.sequence = output_format(graph).to_float(aligned)
+        result.output = reference.apply_output_mode(result.sequence, graph.output_mode)
+        return result
+
+
+def _population_values(pop, record: dict) -> np.ndarray:
+    """A population's outputs (B, T, size) from a layer's record (each segment at its own level)."""
+    parts = []
+    for seg in pop.segments:
+        v = record[seg.value]
+        parts.append(v[:, :, seg.block] if seg.block is not None else v)
+    return np.concatenate(parts, axis=2)
+
+
+def run(graph: Graph, x: np.ndarray, initial_events=None) -> ChipRun:
     """Emulate the Loihi 2 network of a quantized graph on inputs ``x`` (as ``reference.check_input``).
 
-    ``initial_events`` (``reference.check_initial_events``): each EGRU process's events before its
-    first step, as if its recurrent Dense had carried them in (Lava's network does not take them).
-    """
+    ``initial_events``: each EGRU's events before its first step, as if its recurrent connection had
+    carried them in (the Lava network does not take them)."""
+    from egru_deploy.targets.loihi2.netlist import build, phase_data
+
     check_graph(graph)
-    sched = schedule(graph)
-    layout = layout or one_core_per_layer(graph)
+    profile = get_profile(graph.profile)
+    net = build(graph)
     saturations: dict[str, int] = {}
-    source = reference.quantize_input(graph, x, saturations)  # the host's part: input format, front-end
-    batch, steps = source.shape[:2]
+    values = reference.quantize_input(graph, x, saturations)  # the host's part: input format, front-end
+    batch, steps = values.shape[:2]
     initial = iter(reference.check_initial_events(graph, initial_events, batch))
-    n = sched.chip_steps(steps)
-    counter = _Counter(n, layout, batch)
-    stream = chip_time(source, 0, n)  # the source sends input step t at chip step t
+    n = net.chip_steps(steps)
+    sent = {"input": values}  # population -> (B, T, size) outputs
     layer_events, spike_counts = [], []
     for i, layer in enumerate(graph.layers):
-        depth = sched.depths[i]
-        if depth is None:
+        if i not in net.offsets:
             continue
-        arriving = realign(stream, depth - HOP, steps)  # sent one hop earlier by the previous process
         sat: dict[str, int] = {}
         if isinstance(layer, EGRU):
-            y0 = next(initial)
-            events, traces, counts = reference.egru_layer_int(LOIHI2, layer, arriving, sat, y0)
-            first = np.zeros_like(events[:, :1]) if y0 is None else y0[:, None]
-            previous_events = np.concatenate([first, events[:, :-1]], axis=1)
-            counter.synapses(i, depth, arriving, layer.kernel)
-            counter.synapses(i, depth, previous_events, layer.recurrent_kernel)
-            counter.neurons(i, depth, events, *([traces] if layer.use_trace else []))
-            layer_events.append(chip_time(events, depth, n))
-            spike_counts.append(chip_time(counts, depth, n))
-            outputs = traces if layer.use_trace else events
+            record: dict = {}
+            events, traces, counts = circuit.layer_int(profile, layer, values, sat, next(initial), record)
+            for name in (f"l{i}_pre", f"l{i}_relay", f"l{i}_relu", f"l{i}_prod", f"l{i}_events", f"l{i}_trace"):
+                if name in net.populations:
+                    sent[name] = _population_values(net.populations[name], record)
+            at = net.offsets[i] + net.populations[f"l{i}_events"].segments[0].level
+            layer_events.append(chip_time(events, at, n))
+            spike_counts.append(chip_time(counts, at, n))
+            values = traces if layer.use_trace else events
         else:
-            outputs = reference.linear_int(LOIHI2, layer, arriving, sat)
-            counter.synapses(i, depth, arriving, layer.weight.T)
-            counter.neurons(i, depth, outputs)
+            values = circuit.linear_int(profile, layer, values, sat)
+            sent[f"l{i}_readout"] = values
         saturations.update({f"layer{i}.{kind}": count for kind, count in sat.items()})
-        stream = chip_time(outputs, depth, n)
-    return ChipRun(sched, steps, stream, layer_events, spike_counts, saturations, counter.activity())
+    pop, level = net.output
+    output = chip_time(values, net.offsets[net.populations[pop].layer] + level, n)
+    host = int(np.count_nonzero(sent["input"])) + batch * int(np.count_nonzero(phase_data(net, steps)))
+    activity = _activity(net, sent, host, batch, steps)
+    return ChipRun(net, steps, output, layer_events, spike_counts, saturations, activity)
 
 
-def emulate(graph: Graph, x: np.ndarray, layout: CoreLayout | None = None,
-            initial_events=None) -> reference.RunResult:
+def _activity(net, sent: dict, host_messages: int, batch: int, steps: int) -> Activity:
+    active = {name: np.count_nonzero(v, axis=(0, 1)).astype(np.float64) for name, v in sent.items()}
+    messages = {name: a for name, a in active.items() if name != "input"}
+    synaptic_ops = {name: np.zeros(p.size) for name, p in net.populations.items() if p.kind != "source"}
+    for c in net.connections:
+        if c.source == "phase":
+            continue  # constants: counted below from the lines' pulses
+        counts = active[c.source][c.cols] * (c.values != 0)
+        np.add.at(synaptic_ops[c.target], c.rows, counts)
+    for c in net.connections:
+        if c.source == "phase":  # every line pulses once per input step of every sequence
+            np.add.at(synaptic_ops[c.target], c.rows, float(batch * steps) * (c.values != 0))
+    return Activity(messages, synaptic_ops, host_messages, batch, steps)
+
+
+def emulate(graph: Graph, x: np.ndarray, initial_events=None) -> reference.RunResult:
     """Emulate and realign: the result equals ``reference.run_int(graph, x, initial_events)`` exactly."""
-    return run(graph, x, layout, initial_events).result(graph)
+    return run(graph, x, initial_events).result(graph)
+
+
+def run_bundle(bundle_dir, x: np.ndarray, output_mode: str | None = None,
+               initial_events=None) -> reference.RunResult:
+    """``emulate --backend hwsim`` of a Loihi 2 bundle, with the chip counts of its mapping."""
+    from egru_deploy.targets.loihi2.mapping import assign
+    from egru_deploy.targets.loihi2.run import bundle_graph
+
+    graph = bundle_graph(bundle_dir, output_mode)
+    chip_run = run(graph, x, initial_events=initial_events)
+    result = chip_run.result(graph)
+    result.hardware = assign(chip_run.netlist).hardware_summary(chip_run.activity)
+    return result

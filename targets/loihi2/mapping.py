@@ -1,12 +1,15 @@
-"""Neurocore assignment under Loihi 2's published per-core limits, and the resource report.
+"""Neurocore assignment of the stock-process netlist under Loihi 2's published per-core limits, and the
+resource report.
 
-Each neuron group (an EGRU or readout layer) is split evenly over as many neurocores as its units
-need; a unit's incoming synapses (input and recurrent Dense rows) live on its core.  Cores are
-numbered in order, 128 per chip; a network needing more spans chips and the report says so.
+Each on-chip population (one Lava neuron process) is split evenly over as many neurocores as its
+neurons need; a neuron's incoming synapses (the rows of the connections into it) live on its core:
+a ``Dense`` row holds one byte per source neuron, a ``Sparse`` synapse two (weight and index, an
+assumption: Intel publishes no Loihi 2 synapse encoding).  Populations do not share cores.  There is
+no multi-chip support: a network that needs more than one chip's 128 neurocores is refused.
 
-Energy and time per step: Intel publishes no per-operation figures for Loihi 2, so the estimate
-uses Loihi 1's (Davies et al., IEEE Micro 2018, as tabulated in SANA-FE ``arch/loihi.yaml``) and
-is labelled a proxy.
+Energy and time per input step: Intel publishes no per-operation figures for Loihi 2, so the estimate
+uses Loihi 1's (Davies et al., IEEE Micro 2018, as tabulated in SANA-FE ``arch/loihi.yaml``) and is
+labelled a proxy.
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from egru_deploy.circuit import STEPS_PER_TOKEN
 from egru_deploy.errors import UserError
-from egru_deploy.hwsim.loihi2 import Activity, CoreLayout, unit_fanout
-from egru_deploy.targets.loihi2.network import Topology
+from egru_deploy.targets.loihi2.netlist import LAVA_CLASSES, ON_CHIP, Netlist
 
 
 class MappingError(UserError):
@@ -49,10 +52,9 @@ class ChipLimits:
 
 
 LOIHI2_LIMITS = ChipLimits()
-SYNAPSE_BYTES = 1  # one 8-bit mantissa per synapse (dense format; exponent and sign mode are per matrix)
-STATE_WORD_BYTES = 3  # 24-bit neuron state words
-STATE_WORDS = {"EGRUNeurons": 10,  # c, events, trace, 3 biases, 3 recurrent biases, threshold
-               "ReadoutNeurons": 2}  # bias, output
+DENSE_SYNAPSE_BYTES = 1  # one 8-bit mantissa per synapse of a Dense row (exponent and sign mode per matrix)
+SPARSE_SYNAPSE_BYTES = 2  # weight and index
+STATE_BYTES = 3  # one 24-bit word per neuron (v): the stock graded neurons keep no other state
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,10 @@ class EnergyModel:
     message_ns: float = 30.0
     source: str = ("Loihi 1 proxy: Davies et al. 2018, as tabulated in SANA-FE arch/loihi.yaml "
                    "(dense synapse 35.5 pJ / 4.0 ns, neuron 72.8 pJ / 9.7 ns, spike out 69.3 pJ / 30 ns); "
-                   "Intel publishes no Loihi 2 per-operation figures, and an EGRU neuron program does "
-                   "more work per update than the LIF neuron these figures describe")
+                   "Intel publishes no Loihi 2 per-operation figures")
 
     def estimate(self, synaptic_ops: np.ndarray, neuron_updates: np.ndarray, messages: np.ndarray) -> dict:
-        """Per step, from per-core counts per step: energy over all cores, time of the busiest core."""
+        """Per input step, from per-core counts: energy over all cores, time of the busiest core."""
         energy = (synaptic_ops.sum() * self.synaptic_op_pj + neuron_updates.sum() * self.neuron_update_pj
                   + messages.sum() * self.message_pj)
         core_ns = (synaptic_ops * self.synaptic_op_ns + neuron_updates * self.neuron_update_ns
@@ -88,111 +89,165 @@ ENERGY = EnergyModel()
 @dataclass(frozen=True)
 class Core:
     index: int
-    chip: int
-    group: str
+    population: str
     layer: int
-    units: tuple[int, int]  # [start, stop) within the group
+    neurons: tuple[int, int]  # [start, stop) within the population
     synaptic_bytes: int
     neuron_state_bytes: int
-    fan_in: int
 
     def describe(self) -> dict:
-        return {"core": self.index, "chip": self.chip, "group": self.group, "layer": self.layer,
-                "units": list(self.units), "neurons": self.units[1] - self.units[0],
-                "synaptic_bytes": self.synaptic_bytes, "neuron_state_bytes": self.neuron_state_bytes,
-                "fan_in": self.fan_in}
+        return {"core": self.index, "population": self.population, "layer": self.layer,
+                "neurons": list(self.neurons), "synaptic_bytes": self.synaptic_bytes,
+                "neuron_state_bytes": self.neuron_state_bytes}
+
+
+def synaptic_bytes(net: Netlist) -> dict[str, np.ndarray]:
+    """Synapse memory of every on-chip neuron (bytes), from the connections into it."""
+    out = {name: np.zeros(p.size, np.int64) for name, p in net.populations.items() if p.kind in ON_CHIP}
+    for c in net.connections:
+        if c.kind == "dense":
+            out[c.target][np.unique(c.rows)] += c.shape[1] * DENSE_SYNAPSE_BYTES
+        else:
+            np.add.at(out[c.target], c.rows, SPARSE_SYNAPSE_BYTES)
+    return out
 
 
 @dataclass(frozen=True)
 class Mapping:
-    topology: Topology
+    netlist: Netlist
     cores: tuple[Core, ...]
     limits: ChipLimits
 
-    @property
-    def chips(self) -> int:
-        return self.cores[-1].chip + 1
+    def core_of(self) -> dict[str, np.ndarray]:
+        """Population -> neurocore of each of its neurons."""
+        out = {}
+        for core in self.cores:
+            out.setdefault(core.population, np.zeros(self.netlist.populations[core.population].size, np.int64))
+            out[core.population][core.neurons[0]:core.neurons[1]] = core.index
+        return out
 
-    def layout(self, n_layers: int) -> CoreLayout:
-        """The neurocore of every unit, per graph layer, for ``hwsim.loihi2``."""
-        unit_cores: list[np.ndarray | None] = [None] * n_layers
-        for g in self.topology.groups:
-            cores = np.empty(g.size, np.int64)
-            for core in self.cores:
-                if core.group == g.name:
-                    cores[core.units[0]:core.units[1]] = core.index
-            unit_cores[g.layer] = cores
-        return CoreLayout(tuple(unit_cores), len(self.cores))
+    def per_core(self, per_neuron: dict[str, np.ndarray]) -> np.ndarray:
+        totals = np.zeros(len(self.cores))
+        for pop, cores in self.core_of().items():
+            if pop in per_neuron:
+                np.add.at(totals, cores, per_neuron[pop])
+        return totals
+
+    def neuron_updates_per_core(self) -> np.ndarray:
+        """Every neuron of a process is updated every chip step: D updates per input step."""
+        return np.array([(c.neurons[1] - c.neurons[0]) * STEPS_PER_TOKEN for c in self.cores], np.float64)
 
     def worst_case(self) -> dict:
-        """Every neuron sends a non-zero payload every step, so every synapse is read."""
-        counts = {name: np.zeros(len(self.cores)) for name in ("synaptic_ops", "neuron_updates", "messages")}
-        synapses_per_unit = {}  # group -> non-zero synapses into each of its units (one pass per matrix, not per core)
-        for core in self.cores:
-            g = self.topology.group(core.group)
-            units = core.units[1] - core.units[0]
-            counts["neuron_updates"][core.index] = units
-            counts["messages"][core.index] = units * (2 if g.feed_port == "trace_out" else 1)
-            if g.name not in synapses_per_unit:
-                synapses_per_unit[g.name] = sum((unit_fanout(s.weights.T, g.size).sum(axis=0)
-                                                 for s in self.topology.synapses_into(g.name)), np.zeros(g.size))
-            counts["synaptic_ops"][core.index] = synapses_per_unit[g.name][core.units[0]:core.units[1]].sum()
-        return ENERGY.estimate(**counts)
+        """Every neuron sends a non-zero payload at its level of every input step, so every synapse is read."""
+        net = self.netlist
+        ones = {name: np.ones(p.size) for name, p in net.populations.items()}
+        synops = {name: np.zeros(p.size) for name, p in net.populations.items()}
+        for c in net.connections:
+            np.add.at(synops[c.target], c.rows, (c.values != 0).astype(float))
+        return ENERGY.estimate(self.per_core(synops), self.neuron_updates_per_core(), self.per_core(ones))
 
-    def report(self, activity: Activity | None = None, steps: int | None = None) -> dict:
-        spans = self.chips > 1
+    def measured(self, activity) -> dict:
+        scale = 1.0 / (activity.batch * activity.steps)
+        est = ENERGY.estimate(self.per_core(activity.synaptic_ops) * scale, self.neuron_updates_per_core(),
+                              self.per_core(activity.messages) * scale)
+        return {**est, "host_messages": activity.host_messages * scale, "sequences": activity.batch,
+                "steps": activity.steps}
+
+    def hardware_summary(self, activity) -> dict:
+        m = self.measured(activity)
+        return {"chip": "Loihi 2 (stock Lava processes)", "neurocores": len(self.cores),
+                "chip steps per input step": STEPS_PER_TOKEN,
+                "synaptic ops per input step": m["synaptic_ops"], "messages per input step": m["messages"],
+                "host messages per input step": m["host_messages"],
+                "energy per input step, nJ (Loihi 1 proxy)": m["energy_nj"],
+                "busiest core per input step, us (Loihi 1 proxy)": m["busiest_core_us"]}
+
+    def processes(self) -> list[dict]:
+        """Every Lava process of the deployed network: name, module-qualified class, placement, count
+        (neurons of a population, synapses of a connection, channels of a host process)."""
+        net = self.netlist
+        rows = []
+        for name in ("input", "phase"):
+            size = net.populations[name].size
+            if size:
+                rows += [{"name": f"{name}_source", "lava_class": LAVA_CLASSES["source"], "placement": "host",
+                          "count": size},
+                         {"name": f"{name}_to_chip", "lava_class": LAVA_CLASSES["to_chip"], "placement": "host",
+                          "count": size}]
+        for p in net.populations.values():
+            if p.kind in ON_CHIP:
+                rows.append({"name": p.name, "lava_class": p.lava_class, "placement": "neurocore", "count": p.size})
+        for c in net.connections:
+            rows.append({"name": c.name, "lava_class": LAVA_CLASSES[c.kind], "placement": "neurocore",
+                         "count": c.synapses})
+        sinks = [(f"events{i}_sink", net.populations[p].size) for i, p in net.event_populations.items()]
+        if net.output[0] not in net.event_populations.values():
+            sinks.append(("output_sink", net.populations[net.output[0]].size))
+        for name, size in sinks:
+            rows += [{"name": name.replace("_sink", "_from_chip"), "lava_class": LAVA_CLASSES["from_chip"],
+                      "placement": "host", "count": size},
+                     {"name": name, "lava_class": LAVA_CLASSES["sink"], "placement": "host", "count": size}]
+        return rows
+
+    def report(self, activity=None) -> dict:
+        net = self.netlist
         synaptic = [c.synaptic_bytes for c in self.cores]
+        egru_layers = sorted(net.event_populations)
+        per_unit = {}
+        for i in egru_layers:
+            h = net.populations[net.event_populations[i]].size
+            per_unit[str(i)] = sum(p.size for p in net.populations.values() if p.layer == i) / h
         doc = {
             "chip": "Intel Loihi 2",
+            "implementation": "stock Lava processes on neurocores (GradedVec, GradedReluVec, ProdNeuron, "
+                              "Dense, Sparse); host source, phase lines and sinks through the embedded_io adapters",
             "neurocores": len(self.cores),
-            "chips": self.chips,
-            "fits_one_chip": not spans,
-            "placement": (f"spans {self.chips} chips ({len(self.cores)} neurocores > "
-                          f"{self.limits.neurocores_per_chip} per chip)" if spans
-                          else f"fits one chip ({len(self.cores)} of {self.limits.neurocores_per_chip} neurocores)"),
+            "chips": 1,
+            "fits_one_chip": True,
+            "placement": f"fits one chip ({len(self.cores)} of {self.limits.neurocores_per_chip} neurocores)",
             "limits": self.limits.describe(),
-            "groups": [self._group_summary(g.name) for g in self.topology.groups],
+            "chip_steps_per_input_step": STEPS_PER_TOKEN,
+            "neurons_per_egru_unit": per_unit,
+            "neurons": int(sum(p.size for p in net.populations.values() if p.kind in ON_CHIP)),
+            "synapses": int(sum(c.synapses for c in net.connections)),
+            "populations": [{"name": p.name, "lava_class": p.lava_class, "layer": p.layer, "neurons": p.size,
+                             "cores": [c.index for c in self.cores if c.population == p.name]}
+                            for p in net.populations.values() if p.kind in ON_CHIP],
             "cores": [c.describe() for c in self.cores],
             "memory": {"synaptic_bytes_total": int(sum(synaptic)), "synaptic_bytes_max_core": int(max(synaptic)),
                        "neuron_state_bytes_max_core": int(max(c.neuron_state_bytes for c in self.cores))},
-            "latency_steps": self.topology.schedule.latency,
+            "latency_steps": net.chip_steps(1) - 1,
             "energy_model": ENERGY.source,
-            "per_step_worst_case": self.worst_case(),
-            "per_step_measured": None,
+            "per_input_step_worst_case": self.worst_case(),
+            "per_input_step_measured": self.measured(activity) if activity is not None else None,
+            "processes": self.processes(),
         }
-        if activity is not None:
-            counts = activity.per_core_per_step(steps)
-            doc["per_step_measured"] = {**ENERGY.estimate(**counts), "sequences": activity.batch, "steps": steps,
-                                        "per_core": {name: arr.tolist() for name, arr in counts.items()}}
         return doc
 
-    def _group_summary(self, name: str) -> dict:
-        cores = [c for c in self.cores if c.group == name]
-        return {"group": name, "layer": cores[0].layer, "units": cores[-1].units[1],
-                "cores": [cores[0].index, cores[-1].index + 1],
-                "neurons_max_core": max(c.units[1] - c.units[0] for c in cores),
-                "synaptic_bytes_max_core": max(c.synaptic_bytes for c in cores), "fan_in": cores[0].fan_in}
 
-
-def assign(topo: Topology, limits: ChipLimits = LOIHI2_LIMITS) -> Mapping:
-    """Split every neuron group evenly over the fewest neurocores that hold it."""
+def assign(net: Netlist, limits: ChipLimits = LOIHI2_LIMITS) -> Mapping:
+    """Split every on-chip population evenly over the fewest neurocores that hold it."""
     cores: list[Core] = []
-    for g in topo.groups:
-        incoming = topo.synapses_into(g.name)
-        fan_in = sum(s.weights.shape[1] for s in incoming)
-        synapse_bytes = sum(s.weights.size for s in incoming) * SYNAPSE_BYTES // g.size  # per unit
-        state_bytes = STATE_WORDS[g.process] * STATE_WORD_BYTES  # per unit
-        where = f"layer {g.layer} ({g.name})"
+    memory = synaptic_bytes(net)
+    for pop in net.populations.values():
+        if pop.kind not in ON_CHIP:
+            continue
+        where = f"layer {pop.layer} ({pop.name})"
+        per_neuron = int(memory[pop.name].max()) if pop.size else 0
+        fan_in = max((c.shape[1] for c in net.connections if c.target == pop.name), default=0)
         if fan_in > limits.fan_in_per_core:
             raise MappingError(f"{where}: fan-in {fan_in} exceeds {limits.fan_in_per_core} input axons per neurocore")
-        per_core = min(limits.neurons_per_core, limits.synaptic_bytes_per_core // synapse_bytes,
-                       limits.neuron_state_bytes_per_core // state_bytes)
-        if per_core == 0:
-            raise MappingError(f"{where}: one unit needs {synapse_bytes} bytes of synapses, more than the "
+        if per_neuron > limits.synaptic_bytes_per_core:
+            raise MappingError(f"{where}: one neuron needs {per_neuron} bytes of synapses, more than the "
                                f"{limits.synaptic_bytes_per_core} bytes of a neurocore")
-        bounds = np.linspace(0, g.size, math.ceil(g.size / per_core) + 1).round().astype(int)
+        per_core = min(limits.neurons_per_core, limits.neuron_state_bytes_per_core // STATE_BYTES,
+                       limits.synaptic_bytes_per_core // max(per_neuron, 1))
+        n_cores = math.ceil(pop.size / per_core)
+        bounds = np.linspace(0, pop.size, n_cores + 1).round().astype(int)
         for start, stop in zip(bounds[:-1], bounds[1:]):
-            index = len(cores)
-            cores.append(Core(index, index // limits.neurocores_per_chip, g.name, g.layer, (int(start), int(stop)),
-                              int((stop - start) * synapse_bytes), int((stop - start) * state_bytes), fan_in))
-    return Mapping(topo, tuple(cores), limits)
+            cores.append(Core(len(cores), pop.name, pop.layer, (int(start), int(stop)),
+                              int(memory[pop.name][start:stop].sum()), int((stop - start) * STATE_BYTES)))
+        if len(cores) > limits.neurocores_per_chip:
+            raise MappingError(f"{where}: the network needs more than one chip's {limits.neurocores_per_chip} "
+                               f"neurocores from this layer on (no multi-chip support yet)")
+    return Mapping(net, tuple(cores), limits)

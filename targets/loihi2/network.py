@@ -1,10 +1,16 @@
-"""The Loihi 2 network of a graph: its topology as data, and the Lava processes built from it.
+"""Lava objects of a Loihi 2 netlist (``targets.loihi2.netlist``), and running them.
 
-Topology (no Lava needed): one neuron group per EGRU/Linear layer and one Dense per weight matrix,
-in Lava's layout ([out, in]).  ``run`` builds the Lava network for one input sequence at a time
-(RingBuffer source -> Dense -> neurons ... -> sinks), runs it for T + latency chip steps with
-``Loihi2SimCfg`` (or the run config it is given, e.g. ``Loihi2HwCfg``) and always stops it.
-Outputs come back in chip time, as ``hwsim.loihi2.ChipRun``, and are realigned by the same code.
+Every population is a stock Lava neuron process (``GradedVec``, ``GradedReluVec``, ``ProdNeuron`` with
+vth = 0), every connection a stock ``Dense`` or ``Sparse`` with 8-bit mixed-sign weights, 24-bit graded
+messages and the connection's ``weight_exp``.  The host side is Lava's ``RingBuffer`` source (the input
+and the phase lines) and sinks, joined to the chip through the Loihi 2 adapters of ``lava.proc.embedded_io``
+(``PyToNxAdapter`` / ``NxToPyAdapter``, 24-bit, as ``lava/networks/gradedvecnetwork.py`` does); in the CPU
+simulation, where public Lava has no such module, ``adapters.py``'s pass-through stand-ins take their place.
+
+``run`` builds the network for one sequence at a time, runs it for ``netlist.chip_steps`` chip steps with
+the run configuration it is given (default ``Loihi2SimCfg``, the bit-accurate ``fixed_pt`` models) and
+always stops it.  The sinks hold chip time; ``hwsim.loihi2.ChipRun`` realigns them with the same code as
+the emulator.  Sink payloads are 24-bit, sign-extended as ``OutputVec.get_data`` does.
 """
 from __future__ import annotations
 
@@ -15,255 +21,162 @@ import numpy as np
 
 from egru_deploy import reference
 from egru_deploy.errors import UserError
-from egru_deploy.hwsim.loihi2 import ChipRun, Schedule, check_graph, schedule
-from egru_deploy.ir import EGRU, Graph
+from egru_deploy.hwsim.loihi2 import ChipRun, check_graph
+from egru_deploy.ir import Graph
 from egru_deploy.profiles import LOIHI2
-
-# Dense parameters: graded 24-bit events, 8-bit mixed-sign weights applied as they are (the loihi2
-# profile holds even mantissas only, which Lava's truncation leaves unchanged), and no exponent
-# shift: Lava's Dense shifts with floor rounding before saturation, whereas the specification
-# saturates the exact sum and then shifts rounding half up, so the neurons do the shift.
-NUM_MESSAGE_BITS = LOIHI2.event_bits
-NUM_WEIGHT_BITS = LOIHI2.weight_bits
-WEIGHT_EXP = 0
-SIGN_MODE = "mixed"
+from egru_deploy.targets.loihi2.netlist import Netlist, build, input_data, phase_data
 
 
-@dataclass(frozen=True)
-class NeuronGroup:
-    name: str
-    layer: int  # index in graph.layers
-    process: str  # "EGRUNeurons" | "ReadoutNeurons"
-    size: int  # units
-    depth: int  # chip step at which it handles input step 0
-    feed_port: str  # the port feeding the next layer
+def check_weights(net: Netlist) -> None:
+    """Refuse weights Lava's 8-bit mixed-sign Dense/Sparse would not apply as they are."""
+    for c in net.connections:
+        w = c.values
+        if w.size and (np.any(w % 2) or w.min() < -256 or w.max() > 254):
+            raise UserError(f"{c.name}: weights must be even mantissas in [-256, 254] for Lava's 8-bit mixed-sign "
+                            f"{c.kind.capitalize()}; quantize with the loihi2 profile")
 
 
-@dataclass(frozen=True)
-class Synapses:
-    """One Lava Dense: ``source.source_port`` -> weights [out, in] -> ``target.target_port``."""
-
-    name: str
-    layer: int
-    source: str  # "input" (the RingBuffer source) or a neuron group
-    source_port: str
-    target: str
-    target_port: str
-    weights: np.ndarray
+def sign_extend_24(values: np.ndarray) -> np.ndarray:
+    """24-bit payloads from the chip as signed integers (``lava/networks/gradedvecnetwork.py``)."""
+    v = np.asarray(values).astype(np.int64) & 0xFFFFFF
+    return np.where(v >= 1 << 23, v - (1 << 24), v)
 
 
-@dataclass(frozen=True)
-class Topology:
-    source_size: int  # values the RingBuffer source sends per step (the embedding width for tokens)
-    groups: tuple[NeuronGroup, ...]
-    synapses: tuple[Synapses, ...]
-    schedule: Schedule
+def run(graph: Graph, x: np.ndarray, run_config: Callable[[dict], object] | None = None,
+        initial_events=None, board: bool = False) -> ChipRun:
+    """Run the Lava network on every sequence of ``x`` (one network per sequence).
 
-    @property
-    def output(self) -> NeuronGroup:
-        return self.groups[-1]
-
-    def group(self, name: str) -> NeuronGroup:
-        return next(g for g in self.groups if g.name == name)
-
-    def synapses_into(self, group: str) -> list[Synapses]:
-        return [s for s in self.synapses if s.target == group]
-
-    def describe(self) -> dict:
-        """JSON description: processes, shapes and connections (weights referenced by name)."""
-        dense = {"num_message_bits": NUM_MESSAGE_BITS, "num_weight_bits": NUM_WEIGHT_BITS,
-                 "weight_exp": WEIGHT_EXP, "sign_mode": SIGN_MODE}
-        return {
-            "processes": [{"name": "input", "process": "lava.proc.io.source.RingBuffer",
-                           "shape": [self.source_size], "depth": 0}]
-                         + [{"name": g.name, "process": g.process, "layer": g.layer, "shape": [g.size],
-                             "depth": g.depth} for g in self.groups]
-                         + [{"name": "output", "process": "lava.proc.io.sink.RingBuffer",
-                             "shape": [self.output.size]}],
-            "connections": [{"name": s.name, "process": "lava.proc.dense.process.Dense",
-                             "from": f"{s.source}.{s.source_port}", "to": f"{s.target}.{s.target_port}",
-                             "shape": list(s.weights.shape), "weights": s.name, **dense}
-                            for s in self.synapses]
-                           + [{"from": f"{self.output.name}.{self.output.feed_port}", "to": "output.a_in"}],
-            "latency": self.schedule.latency,
-        }
-
-
-def topology(graph: Graph) -> Topology:
-    sched = schedule(graph)
-    groups, synapses = [], []
-    source, source_port = "input", "s_out"
-    host = len(graph.frontend)
-    for i, layer in enumerate(graph.layers):
-        if i < host:
-            continue  # the host's front-end (embedding lookup, frame layers): the source sends its output
-        if isinstance(layer, EGRU):
-            name = f"egru{i}"
-            groups.append(NeuronGroup(name, i, "EGRUNeurons", layer.hidden, sched.depths[i],
-                                      "trace_out" if layer.use_trace else "s_out"))
-            synapses.append(Synapses(f"dense_in{i}", i, source, source_port, name, "a_in_x", layer.kernel.T))
-            synapses.append(Synapses(f"dense_rec{i}", i, name, "s_out", name, "a_in_h",
-                                     layer.recurrent_kernel.T))
-        else:
-            name = f"readout{i}"
-            groups.append(NeuronGroup(name, i, "ReadoutNeurons", layer.out_size, sched.depths[i], "s_out"))
-            synapses.append(Synapses(f"dense_out{i}", i, source, source_port, name, "a_in", layer.weight))
-        source, source_port = name, groups[-1].feed_port
-    source_size = int(np.prod(graph.shapes()[host]))
-    return Topology(source_size, tuple(groups), tuple(synapses), sched)
-
-
-def check_weights(topo: Topology) -> None:
-    """Refuse weights Lava's 8-bit mixed-sign Dense would not apply as they are."""
-    for s in topo.synapses:
-        w = s.weights
-        if w.size and (np.any(w % 2) or w.min() < -(1 << NUM_WEIGHT_BITS) or w.max() >= (1 << NUM_WEIGHT_BITS)):
-            raise UserError(f"{s.name}: weights must be even mantissas in [-256, 254] for Lava's 8-bit "
-                            f"mixed-sign Dense; quantize with the loihi2 profile")
-
-
-def source_values(graph: Graph, x: np.ndarray, saturations: dict | None = None) -> np.ndarray:
-    """What the RingBuffer source sends per input step: (B, T, I) integers, or floats for a float graph.
-
-    The host computes it: input format and front-end (``reference.quantize_input``, which adds the
-    front-end's saturations to ``saturations``), or the float front-end."""
-    if graph.quantized:
-        return reference.quantize_input(graph, x, saturations)
-    return reference.frontend_float(graph, x)
-
-
-def run(graph: Graph, x: np.ndarray, run_config: Callable[[str, dict], object] | None = None,
-        initial_events=None) -> ChipRun:
-    """Run the Lava network on every sequence of ``x``.
-
-    ``run_config(tag, models)`` makes the RunConfig, default ``Loihi2SimCfg``; ``tag`` is "fixed_pt"
-    (the bit-accurate models) for a quantized graph, "floating_pt" for a float graph, and ``models``
-    maps this network's neuron processes to their process models (``exception_proc_model_map``).
-    Initial events are not supported: the EGRU processes start from zero events (one-line error).
+    ``run_config(processes)`` makes the RunConfig from the built network's processes (name -> process);
+    default ``Loihi2SimCfg`` with the fixed_pt models.  ``board`` uses lava-loihi's adapters.
     """
     reference.refuse_initial_events(initial_events, "the Loihi 2 Lava network")
-    topo = topology(graph)
-    if graph.quantized:
-        check_graph(graph)
-        check_weights(topo)
+    check_graph(graph)
+    net = build(graph)
+    check_weights(net)
     saturations: dict[str, int] = {}
-    values = source_values(graph, x, saturations)
-    records = [_run_one(graph, topo, sequence, run_config) for sequence in values]
-    for record in records:
-        for key, count in record.saturations.items():
-            saturations[key] = saturations.get(key, 0) + count
-    n_egru = len(graph.egru_layers)
-    return ChipRun(topo.schedule, values.shape[1], np.stack([r.output for r in records]),
-                   [np.stack([r.events[k] for r in records]) for k in range(n_egru)],
-                   [np.stack([r.spikes[k] for r in records]) for k in range(n_egru)],
+    values = reference.quantize_input(graph, x, saturations)
+    records = [_run_one(net, sequence, run_config, board) for sequence in values]
+    egru = sorted(net.event_populations)
+    return ChipRun(net, values.shape[1], np.stack([r.output for r in records]),
+                   [np.stack([r.events[i] for r in records]) for i in egru],
+                   [np.stack([r.spikes[i] for r in records]) for i in egru],
                    {key: count for key, count in saturations.items() if count})
 
 
 @dataclass(frozen=True)
 class _SequenceRecord:
-    """What the sinks and counters hold after one sequence, in chip time."""
-
-    output: np.ndarray  # (N, O)
-    events: list[np.ndarray]  # per EGRU layer (N, H)
-    spikes: list[np.ndarray]  # per EGRU layer (N,)
-    saturations: dict[str, int]
+    output: np.ndarray  # (N, O) chip time
+    events: dict[int, np.ndarray]  # EGRU layer -> (N, H)
+    spikes: dict[int, np.ndarray]  # EGRU layer -> (N,) units that fired, at the events' chip step
 
 
-def _run_one(graph: Graph, topo: Topology, sequence: np.ndarray, run_config) -> _SequenceRecord:
+def simulation_config(processes: dict):
+    """``Loihi2SimCfg`` with every process's bit-accurate fixed_pt model chosen explicitly."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from egru_deploy.targets.loihi2.standins.adapters import simulation_models
+
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=simulation_models())
+
+
+def _run_one(net: Netlist, sequence: np.ndarray, run_config, board: bool) -> _SequenceRecord:
     from egru_deploy.targets.loihi2.lava_compat import import_lava
 
     import_lava()
     from lava.magma.core.run_conditions import RunSteps
 
-    from egru_deploy.targets.loihi2.models import MODELS
-
-    tag = "fixed_pt" if graph.quantized else "floating_pt"
-    chip_steps = topo.schedule.chip_steps(sequence.shape[0])
-    net = _build(graph, topo, sequence, chip_steps)
-    models = {proc: MODELS[tag][type(proc)] for proc in net.processes.values()}
-    config = (run_config or _simulation_config)(tag, models)
-    dtype = np.int64 if graph.quantized else np.float64  # sinks return float64; integers below 2**31 are exact
-    egru_groups = [g.name for g in topo.groups if g.process == "EGRUNeurons"]
+    steps = sequence.shape[0]
+    chip_steps = net.chip_steps(steps)
+    lava_net = build_lava(net, sequence, chip_steps, board)
+    config = (run_config or simulation_config)(lava_net.processes)
+    first = lava_net.output_sink
     try:
-        net.output_sink.run(condition=RunSteps(num_steps=chip_steps), run_cfg=config)
-        _raise_failures(net)
-        return _SequenceRecord(
-            output=net.output_sink.data.get().T.astype(dtype),
-            events=[net.event_sinks[name].data.get().T.astype(dtype) for name in egru_groups],
-            spikes=[np.pad(counts, (0, chip_steps - counts.shape[0])) for counts in
-                    (net.processes[name].spike_counts.get().astype(np.int64) for name in egru_groups)],
-            saturations=_saturations(net, topo))
+        first.run(condition=RunSteps(num_steps=chip_steps), run_cfg=config)
+        output = sign_extend_24(lava_net.output_sink.data.get().T)
+        events = {i: sign_extend_24(s.data.get().T) for i, s in lava_net.event_sinks.items()}
+        spikes = {}
+        for i, sink in lava_net.fire_sinks.items():
+            relu = net.populations[f"l{i}_relu"]
+            q, q1 = relu.segment("q"), relu.segment("q1")
+            data = sign_extend_24(sink.data.get().T)  # (N, relu size)
+            fired = (data[:, q.start:q.start + q.size] - data[:, q1.start:q1.start + q1.size]).sum(axis=1)
+            spikes[i] = np.concatenate([[0], fired[:-1]])  # at the events' step, one level after q and q1
+        return _SequenceRecord(output, events, spikes)
     finally:
-        net.output_sink.stop()
-
-
-def _raise_failures(net) -> None:
-    for name, proc in net.processes.items():
-        if proc.failed.get()[0]:
-            message = bytes(proc.failure.get().astype(np.uint8)).rstrip(b"\0").decode(errors="replace")
-            raise RuntimeError(f"Lava process {name} failed at {message}")
-
-
-def _simulation_config(tag: str, models: dict):
-    from lava.magma.core.run_configs import Loihi2SimCfg
-
-    return Loihi2SimCfg(select_tag=tag, exception_proc_model_map=models)
-
-
-def _saturations(net, topo: Topology) -> dict[str, int]:
-    from egru_deploy.targets.loihi2.process import SATURATION_KINDS
-
-    return {f"layer{g.layer}.{kind}": int(count) for g in topo.groups
-            for kind, count in zip(SATURATION_KINDS, net.processes[g.name].saturations.get())}
+        first.stop()
 
 
 @dataclass
 class LavaNetwork:
-    processes: dict  # group name -> neuron process
-    event_sinks: dict  # EGRU group name -> sink of its events
+    processes: dict  # name -> Lava process (populations, connections, host side)
+    event_sinks: dict  # EGRU layer -> sink of its events
+    fire_sinks: dict  # EGRU layer -> sink of its ReLU population (q and q1 give the spike count)
     output_sink: object
 
 
-def _build(graph: Graph, topo: Topology, sequence: np.ndarray, chip_steps: int) -> LavaNetwork:
+def build_lava(net: Netlist, sequence: np.ndarray, chip_steps: int, board: bool = False) -> LavaNetwork:
+    """The Lava processes of ``net`` for one input sequence (T, I)."""
+    from scipy.sparse import csr_matrix
+
     from lava.proc.dense.process import Dense
+    from lava.proc.graded.process import GradedReluVec, GradedVec
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.prodneuron.process import ProdNeuron
+    from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
-    from egru_deploy.targets.loihi2.process import EGRUNeurons, ReadoutNeurons
+    from egru_deploy.targets.loihi2.standins.adapters import adapters
 
-    steps = sequence.shape[0]
-    padded = np.zeros((chip_steps, sequence.shape[1]), sequence.dtype)
-    padded[:steps] = sequence  # the source cycles through its buffer: zeros after the last input
-    ports = {"input": Source(data=padded.T)}
-    processes = {}
-    for g in topo.groups:
-        layer = graph.layers[g.layer]
-        params = {"start": g.depth, "steps": steps, "name": g.name,
-                  **({"quant": layer.quant, "profile": graph.profile} if graph.quantized else {})}
-        if g.process == "EGRUNeurons":
-            processes[g.name] = EGRUNeurons(bias=layer.bias, recurrent_bias=layer.recurrent_bias, thr=layer.thr,
-                                            use_trace=layer.use_trace, zoneout=layer.zoneout, **params)
+    to_chip, from_chip = adapters(board)
+    bits = LOIHI2.event_bits
+    procs: dict = {}
+    outports: dict = {}
+    host = {"input": input_data(net, sequence), "phase": phase_data(net, sequence.shape[0])}
+    for name, data in host.items():
+        if data.shape[0] == 0:
+            continue
+        procs[f"{name}_source"] = Source(data=data.astype(np.int32))
+        procs[f"{name}_to_chip"] = to_chip(shape=(data.shape[0],), num_message_bits=bits)
+        procs[f"{name}_source"].s_out.connect(procs[f"{name}_to_chip"].inp)
+        outports[name] = procs[f"{name}_to_chip"].out
+    for pop in net.populations.values():
+        if pop.kind == "source":
+            continue
+        if pop.kind == "product":
+            proc = ProdNeuron(shape=(pop.size,), vth=0, exp=pop.exp)
         else:
-            processes[g.name] = ReadoutNeurons(bias=layer.bias, relu=layer.relu, **params)
-        ports[g.name] = processes[g.name]
-    for s in topo.synapses:
-        dense = Dense(weights=s.weights, num_message_bits=NUM_MESSAGE_BITS, num_weight_bits=NUM_WEIGHT_BITS,
-                      weight_exp=WEIGHT_EXP, sign_mode=SignMode.MIXED, name=s.name)
-        getattr(ports[s.source], s.source_port).connect(dense.s_in)
-        dense.a_out.connect(getattr(ports[s.target], s.target_port))
-    event_sinks = {}
-    for g in topo.groups:
-        if g.process == "EGRUNeurons":
-            event_sinks[g.name] = Sink(shape=(g.size,), buffer=chip_steps)
-            processes[g.name].s_out.connect(event_sinks[g.name].a_in)
-    out = topo.output
-    if out.name in event_sinks and out.feed_port == "s_out":
-        output_sink = event_sinks[out.name]
-    else:
-        output_sink = Sink(shape=(out.size,), buffer=chip_steps)
-        getattr(processes[out.name], out.feed_port).connect(output_sink.a_in)
-    return LavaNetwork(processes, event_sinks, output_sink)
+            proc = (GradedVec if pop.kind == "graded" else GradedReluVec)(shape=(pop.size,), vth=0)
+        procs[pop.name] = proc
+        outports[pop.name] = proc.s_out
+    for c in net.connections:
+        common = dict(num_message_bits=bits, num_weight_bits=LOIHI2.weight_bits, weight_exp=c.exp,
+                      sign_mode=SignMode.MIXED, name=c.name)
+        if c.kind == "dense":
+            conn = Dense(weights=c.matrix(), **common)
+        else:
+            conn = Sparse(weights=csr_matrix((c.values, (c.rows, c.cols)), shape=c.shape), **common)
+        procs[c.name] = conn
+        outports[c.source].connect(conn.s_in)
+        conn.a_out.connect(getattr(procs[c.target], c.port))
+
+    def sink(name: str, pop: str, size: int):
+        adapter = from_chip(shape=(size,), num_message_bits=bits)
+        procs[f"{name}_from_chip"] = adapter
+        procs[name] = Sink(shape=(size,), buffer=chip_steps)
+        outports[pop].connect(adapter.inp)
+        adapter.out.connect(procs[name].a_in)
+        return procs[name]
+
+    event_sinks = {i: sink(f"events{i}_sink", name, net.populations[name].size)
+                   for i, name in net.event_populations.items()}
+    fire_sinks = {i: sink(f"fire{i}_sink", f"l{i}_relu", net.populations[f"l{i}_relu"].size)
+                  for i in net.event_populations}
+    out_pop = net.output[0]
+    output_sink = next((event_sinks[i] for i, name in net.event_populations.items() if name == out_pop), None)
+    if output_sink is None:
+        output_sink = sink("output_sink", out_pop, net.populations[out_pop].size)
+    return LavaNetwork(procs, event_sinks, fire_sinks, output_sink)
 
 
 def emulate(graph: Graph, x: np.ndarray, initial_events=None) -> reference.RunResult:

@@ -58,9 +58,9 @@ def _hwsim_spinnaker2(model_path, x, output_mode, initial_events=None):
 
 
 def _hwsim_loihi2(model_path, x, output_mode, initial_events=None):
-    from egru_deploy.targets.loihi2.run import emulate_hwsim
+    from egru_deploy.hwsim import loihi2
 
-    return emulate_hwsim(model_path, x, output_mode, initial_events)
+    return loihi2.run_bundle(model_path, x, output_mode, initial_events)
 
 
 HWSIM = {  # target a bundle was compiled for -> its bit-accurate emulator

@@ -215,11 +215,12 @@ def phase_digits(constant: int) -> tuple[int, ...]:
         digits.append(m)
         rest = (rest - m) // 256
     if rest:
-        raise ValueError(f"constant {constant} does not fit {DIGITS} phase-line digits (|c| < 2**23)")
+        raise ValueError(f"constant {constant} does not fit {DIGITS} phase-line digits (|c| <= {PHASE_CONSTANT_MAX})")
     return tuple(digits)
 
 
 CONSTANT_LIMIT = 1 << (MESSAGE_BITS - 1)
+PHASE_CONSTANT_MAX = 127 * sum(256 ** d for d in range(DIGITS))  # the largest |constant| the digits hold
 
 
 def out_of_range(values: np.ndarray) -> int:

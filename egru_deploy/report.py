@@ -275,6 +275,18 @@ def print_resources(resources: dict) -> None:
         table.add_row(key.replace("_", " "), f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
                       if isinstance(value, int) else str(value))
     console.print(table)
+    if resources.get("processes"):
+        print_processes(resources["processes"])
+
+
+def print_processes(processes: list[dict]) -> None:
+    """The deployed network, process by process: Lava class, where it runs, and its size."""
+    table = Table(title="deployed processes")
+    for column in ("process", "Lava class", "placement", "count"):
+        table.add_column(column)
+    for p in processes:
+        table.add_row(p["name"], p["lava_class"], p["placement"], f"{p['count']:,}")
+    console.print(table)
 
 
 def mac_counts(graph, x: np.ndarray, result) -> dict:

@@ -225,6 +225,26 @@ class Mapping:
         return doc
 
 
+class _Axons:
+    """Distinct source neurons (input axons) of ranges of a population's neurons, from its incoming connections."""
+
+    def __init__(self, incoming: list):
+        self.dense = [(np.unique(c.rows), c.shape[1]) for c in incoming if c.kind == "dense"]
+        self.sparse = []
+        for c in incoming:
+            if c.kind != "dense":
+                order = np.argsort(c.rows, kind="stable")
+                self.sparse.append((c.rows[order], c.cols[order]))
+
+    def __call__(self, start: int, stop: int) -> int:
+        total = sum(size for rows, size in self.dense
+                    if np.searchsorted(rows, start) < np.searchsorted(rows, stop))
+        for rows, cols in self.sparse:
+            lo, hi = np.searchsorted(rows, start), np.searchsorted(rows, stop)
+            total += np.unique(cols[lo:hi]).size
+        return total
+
+
 def assign(net: Netlist, limits: ChipLimits = LOIHI2_LIMITS) -> Mapping:
     """Split every on-chip population evenly over the fewest neurocores that hold it."""
     cores: list[Core] = []
@@ -234,16 +254,22 @@ def assign(net: Netlist, limits: ChipLimits = LOIHI2_LIMITS) -> Mapping:
             continue
         where = f"layer {pop.layer} ({pop.name})"
         per_neuron = int(memory[pop.name].max()) if pop.size else 0
-        fan_in = max((c.shape[1] for c in net.connections if c.target == pop.name), default=0)
-        if fan_in > limits.fan_in_per_core:
-            raise MappingError(f"{where}: fan-in {fan_in} exceeds {limits.fan_in_per_core} input axons per neurocore")
         if per_neuron > limits.synaptic_bytes_per_core:
             raise MappingError(f"{where}: one neuron needs {per_neuron} bytes of synapses, more than the "
                                f"{limits.synaptic_bytes_per_core} bytes of a neurocore")
         per_core = min(limits.neurons_per_core, limits.neuron_state_bytes_per_core // STATE_BYTES,
                        limits.synaptic_bytes_per_core // max(per_neuron, 1))
+        axons = _Axons([c for c in net.connections if c.target == pop.name])
         n_cores = math.ceil(pop.size / per_core)
-        bounds = np.linspace(0, pop.size, n_cores + 1).round().astype(int)
+        while True:  # more cores until every core's distinct input axons fit
+            bounds = np.linspace(0, pop.size, n_cores + 1).round().astype(int)
+            fan_in = max(axons(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]))
+            if fan_in <= limits.fan_in_per_core:
+                break
+            if n_cores == pop.size:
+                raise MappingError(f"{where}: fan-in {fan_in} exceeds {limits.fan_in_per_core} input axons per "
+                                   f"neurocore")
+            n_cores = min(pop.size, 2 * n_cores)
         for start, stop in zip(bounds[:-1], bounds[1:]):
             cores.append(Core(len(cores), pop.name, pop.layer, (int(start), int(stop)),
                               int(memory[pop.name][start:stop].sum()), int((stop - start) * STATE_BYTES)))

@@ -179,9 +179,9 @@ class _Builder:
         tp, ts = target
         values = np.broadcast_to(np.asarray(values, np.int64), (ts.size,))
         for j, value in enumerate(values):
-            if not -circuit.CONSTANT_LIMIT < value < circuit.CONSTANT_LIMIT:
+            if abs(value) > circuit.PHASE_CONSTANT_MAX:
                 raise CircuitError(f"layer {layer}: constant {int(value)} of {tp.name}.{ts.name} does not fit the "
-                                   f"24-bit range of Loihi 2 graded messages (|c| < 2^23)")
+                                   f"24-bit range of the phase lines' three digits (|c| <= {circuit.PHASE_CONSTANT_MAX})")
             for d, m in enumerate(circuit.phase_digits(int(value))):
                 if m:
                     line = self._line(layer, level, d)

@@ -140,15 +140,16 @@ def resources(target: str, report: dict) -> dict:
     if target == "loihi2":
         synaptic = res["memory"]["synaptic_bytes_total"]
         per_core = res["limits"]["synaptic_bytes_per_core"]
-        bound = sum(-(-sum(c["synaptic_bytes"] for c in res["cores"] if c["group"] == g["group"]) // per_core)
-                    for g in res["groups"])
+        bound = sum(-(-sum(c["synaptic_bytes"] for c in res["cores"] if c["population"] == p["name"]) // per_core)
+                    for p in res["populations"])
         return {"units": "neurocores", "cores": res["neurocores"], "chips": res["chips"],
                 "cores_per_chip": res["limits"]["neurocores_per_chip"], "fits_one_chip": res["fits_one_chip"],
                 "placement": res["placement"], "memory_lower_bound": bound,
                 "over_lower_bound": res["neurocores"] / max(bound, 1), "synaptic_bytes_total": synaptic,
                 "synaptic_bytes_max_core": res["memory"]["synaptic_bytes_max_core"],
-                "groups": [{k: g[k] for k in ("group", "layer", "units", "cores", "neurons_max_core", "fan_in")}
-                           for g in res["groups"]]}
+                "neurons_per_egru_unit": res["neurons_per_egru_unit"],
+                "populations": [{k: p[k] for k in ("name", "layer", "neurons")} | {"cores": len(p["cores"])}
+                                for p in res["populations"]]}
     s = res["summary"]
     return {"units": "PEs", "cores": s["pes"], "chips": s["chips"], "cores_per_chip": res["board"]["pes_per_chip"],
             "fits_one_chip": s["chips"] <= 1, "memory_lower_bound": s["pes_memory_lower_bound"],
@@ -346,10 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                                "write); the child's load of the float graph is load_s",
                   "emulation": "hwsim on the compiled bundle vs torch float (EGRUNetwork of the bundle's float "
                                "graph, no_grad), same inputs, same process, best of 2 after a warm-up",
-                  "loihi2 multi-chip": "a Loihi 2 mapping larger than 128 neurocores places neurocore i on chip "
-                                       "i // 128 and reports 'spans N chips'; hwsim (and Lava's CPU simulation) "
-                                       "model no inter-chip links, and no board run is possible here (Intel's "
-                                       "lava-loihi is not public): such rows need a multi-chip Loihi 2 system",
+                  "loihi2 multi-chip": "there is no multi-chip Loihi 2 support: a model needing more than 128 "
+                                       "neurocores is refused at compile (exit 2, compile_ok false)",
                   "rates": common.RATE_UNITS}})
     common.console.print(f"written {path}")
     return 0

@@ -1,7 +1,11 @@
 """Integer profiles of the target chips: the arithmetic each chip really does, as data.
 
-Every integer path (reference interpreter, hwsim, Lava process models, the SpiNNaker2 C PE program)
-implements exactly the primitives defined here.  The rules, stated once:
+Every integer path (reference interpreter, hwsim, Lava's stock process models, the SpiNNaker2 C PE
+program) implements exactly the primitives defined here.  A profile with ``circuit`` set (Loihi 2)
+runs its EGRU layers and readouts as a circuit of Lava's stock neurocore processes, whose own
+arithmetic ``egru_deploy.circuit`` states (floor shifts, ReLU-chord gates, no saturation); the rules
+below are those of the per-unit neuron program (SpiNNaker2) and of the host's front-end on both chips.
+The rules, stated once:
 
 * Formats.  A value ``v`` in format ``QType(bits, frac)`` is the integer ``round(v * 2**frac)``.
   Gates, cell state, probabilities and thresholds share one format with ``state_frac`` (F)
@@ -18,9 +22,8 @@ implements exactly the primitives defined here.  The rules, stated once:
   with 8-bit mixed-sign weights Lava's Dense drops the lowest mantissa bit, so that profile
   only uses even mantissas (``weight_even``): what the IR holds is what the chip applies.
 * Non-linearities.  ``activation`` gives sigmoid and tanh on integers in format F, returning
-  format F: Loihi 2 uses a piecewise-linear sigmoid (a shift to find the piece, one multiply, adds;
-  tanh(a) = 2*sig(2a) - 1), as its microcode neurons can do; SpiNNaker2 uses lookup tables held in
-  PE memory.
+  format F: Loihi 2 sums ReLU chords (``circuit.ChordGates``: ReLU neurons whose differences the next
+  connection's weights take); SpiNNaker2 uses lookup tables held in PE memory.
 * Trace.  ``trace += rshift_round(trace_gain * (event - trace), F)`` in event format, kept only for
   layers whose trace feeds the next layer or the readout (``EGRU.use_trace``), as the chips do.
 * Zoneout (EvNN's eval-mode blend ``c' = p*c + (1-p)*c'``, lib/egru_forward_cpu.cc).  A layer with

@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples" / "digits_egru.pt"
 OUT = ROOT / "demo-out"
 # The real component each target's emulator is checked against, and on how many test samples.
-CROSS_CHECKS = {"loihi2": ("lava", 4), "spinnaker2": ("qemu", 50)}
+# Lava runs every chip step of the stock-process circuit in Python (7 per input step): 2 samples.
+CROSS_CHECKS = {"loihi2": ("lava", 2), "spinnaker2": ("qemu", 50)}
 # The workloads: task -> (checkpoint, --limit: test samples, or steps of each of the LM's 10 rows).
 WORKLOADS = {"fmnist-rows": ("fmnist_rows_egru.pt", 1000), "brown-lm": ("brown_lm_egru.pt", 200)}
-LM_CROSS_CHECK_STEPS = 20  # the LM's cross-check: rows x this many steps
+LM_CROSS_CHECK_STEPS = 8  # the LM's cross-check: rows x this many steps
 
 
 def main() -> int:

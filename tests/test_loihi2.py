@@ -502,3 +502,25 @@ def test_board_run_equals_hwsim(digits_bundle):
     graph = bundle.load_graph(out)
     assert_same_result(run_on_board(out, x_test[:4], board=os.environ["EGRU_DEPLOY_LOIHI_BOARD"]),
                        hwsim.emulate(graph, x_test[:4]))
+
+
+@needs_digits
+def test_compile_refuses_a_model_the_circuit_cannot_hold(tmp_path):
+    """z's constant is bias + recurrent bias: each fits the 24-bit state format, their sum not the phase lines."""
+    from egru_deploy import api, ir
+    from egru_deploy.cli import main
+
+    graph = api.load(EXAMPLES / "digits_egru.pt", output_mode="last")
+    layer = graph.layers[0]
+    bias, recurrent_bias = layer.bias.copy(), layer.recurrent_bias.copy()
+    bias[3], recurrent_bias[3] = 1500.0, 1500.0
+    bad = graph.with_layers([replace(layer, bias=bias, recurrent_bias=recurrent_bias), *graph.layers[1:]])
+    model = tmp_path / "bad-graph"
+    ir.save(bad, model)
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, ["compile", str(model), "--target", "loihi2", "-o", str(out),
+                                       "--calibration", str(EXAMPLES / "digits_train.npz")])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip().splitlines()[-1]
+    assert "layer 0: constant" in message and "does not fit the 24-bit range" in message
+    assert not out.exists()

@@ -63,7 +63,7 @@ def compile_loihi2(quantized_graph: ir.Graph, bundle_dir, float_graph: ir.Graph 
 
 def _summary(resources: dict) -> dict:
     worst = resources["per_input_step_worst_case"]
-    summary = {"neurocores": resources["neurocores"], "placement": resources["placement"],
+    summary = {"neurocores": resources["neurocores"], "chips": resources["chips"], "placement": resources["placement"],
                "neurons": resources["neurons"], "synapses": resources["synapses"],
                "neurons per EGRU unit": ", ".join(f"{v:g}" for v in resources["neurons_per_egru_unit"].values()),
                "chip steps per input step": resources["chip_steps_per_input_step"],

@@ -12,8 +12,11 @@ frames: ``Concat`` + int64 ``MatMul`` for a convolution (exactly ``reference.con
 
 A float graph exports the float equations (``reference.run_float``).  A quantized graph exports
 its profile's integer arithmetic exactly (``reference.run_int``): int64 MatMul, ``Clip`` for
-saturation, rounding right shifts as floor divisions (``BitShift`` is unsigned-only), and the
-profile's sigmoid/tanh as ``Where`` segments (piecewise-linear) or ``Gather`` tables (lookup).
+saturation, right shifts as floor divisions (``BitShift`` is unsigned-only), and the profile's
+sigmoid/tanh as ``Gather`` tables (lookup) or sums of ReLU chords (``circuit.Chords``).  A profile
+whose EGRU is a stock-process circuit (Loihi 2, ``Profile.circuit``) exports that circuit's rules
+(``circuit.layer_int``, ``circuit.linear_int``: floor shifts, no saturation, 8-bit gates) for its
+EGRU layers and readouts; its host front-end keeps the rules above.
 
 Every IR array is an initializer named as in ``ir.to_json_and_arrays`` (``layers.<i>.<field>``)
 and the IR description is stored in ``metadata_props``; :func:`load` rebuilds the IR from them
@@ -28,10 +31,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from egru_deploy import __version__, ir, safe_io
+from egru_deploy import __version__, circuit, ir, safe_io
+from egru_deploy.circuit import ChordGates, Chords
 from egru_deploy.errors import ConversionError
 from egru_deploy.ir import FRAME_LAYERS, EGRU, Conv2d, Embedding, Graph, Linear, Pool2d, QType
-from egru_deploy.profiles import LookupTable, PiecewiseLinear, Profile, get_profile
+from egru_deploy.profiles import LookupTable, Profile, get_profile
 from egru_deploy.reference import TRACE_DECAY, input_format
 
 OPSET = 18
@@ -97,7 +101,7 @@ class _FloatArithmetic:
     def gates_input(self, b: _Builder, layer: EGRU, key: str, x: str) -> str:
         return b.op("Add", b.op("MatMul", x, f"{key}.kernel"), f"{key}.bias")
 
-    def outer_values(self, b: _Builder, key: str) -> dict:
+    def outer_values(self, b: _Builder, layer: EGRU, key: str) -> dict:
         return {name: f"{key}.{name}" for name in ("recurrent_kernel", "recurrent_bias", "thr")}
 
     def step(self, b: _Builder, layer: EGRU, outer: dict, states: list[str], gx: str):
@@ -125,6 +129,8 @@ class _FloatArithmetic:
     def linear(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
         out = b.op("Add", b.op("MatMul", x, b.op("Transpose", f"{key}.weight", perm=[1, 0])), f"{key}.bias")
         return b.op("Relu", out) if layer.relu else out
+
+    readout = linear  # a Linear after the first EGRU: the same equations
 
     # frames: (N, C, H, W), ONNX's own layout
     def frames(self, b: _Builder, x: str, frame: tuple) -> str:
@@ -159,23 +165,27 @@ class _IntArithmetic:
     dtype = np.int64
 
     def __init__(self, profile: Profile):
-        if not isinstance(profile.activation, (PiecewiseLinear, LookupTable)):
+        if not isinstance(profile.activation, (LookupTable, ChordGates)):
             raise ConversionError(f"ONNX export: profile {profile.name!r} uses activation "
                                   f"{type(profile.activation).__name__}, which has no ONNX lowering here")
         self.profile = profile
         self.one = 1 << profile.state_frac
 
-    # integer primitives (profiles.saturate / rshift_round)
+    # integer primitives (profiles.saturate / rshift_round, circuit.shift)
     def saturate(self, b: _Builder, x: str, bits: int) -> str:
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         return b.op("Clip", x, b.const(lo, np.int64), b.const(hi, np.int64))
 
     def rshift_round(self, b: _Builder, x: str, shift: int) -> str:
-        if shift < 0:
-            return b.op("Mul", x, b.const(1 << -shift, np.int64))
-        if shift == 0:
-            return x
-        return self.floor_div(b, b.op("Add", x, b.const(1 << (shift - 1), np.int64)), 1 << shift)
+        if shift > 0:
+            x = b.op("Add", x, b.const(1 << (shift - 1), np.int64))
+        return self.shift(b, x, -shift)
+
+    def shift(self, b: _Builder, x: str, exp: int) -> str:
+        """``circuit.shift``: ``<< exp``, or the floor of ``>> -exp``."""
+        if exp > 0:
+            return b.op("Mul", x, b.const(1 << exp, np.int64))
+        return self.floor_div(b, x, 1 << -exp) if exp < 0 else x
 
     def floor_div(self, b: _Builder, x: str, divisor: int) -> str:
         # ONNX integer Div truncates toward zero; Mod (fmod=0) takes the divisor's sign, so x - x mod d
@@ -183,42 +193,32 @@ class _IntArithmetic:
         d = b.const(divisor, np.int64)
         return b.op("Div", b.op("Sub", x, b.op("Mod", x, d)), d)
 
+    def relu(self, b: _Builder, x: str) -> str:
+        return b.op("Max", x, b.const(0, np.int64))  # onnxruntime has no int64 Relu
+
     def int64(self, b: _Builder, name: str) -> str:
         return b.op("Cast", name, to=TensorProto.INT64)
 
-    # activations (profiles.PiecewiseLinear / profiles.LookupTable)
+    # activations (profiles.LookupTable / circuit.ChordGates), format F in and out
     def sigmoid(self, b: _Builder, a: str) -> str:
-        act = self.profile.activation
+        act, frac = self.profile.activation, self.profile.state_frac
         if isinstance(act, LookupTable):
             return self._lookup(b, a, "sigmoid", act.sigmoid_log2_range)
-        return self._piecewise_sigmoid(b, a)
+        return self.shift(b, self.chords(b, act.sigmoid_table(frac), a), frac - circuit.GATE_FRAC)
 
     def tanh(self, b: _Builder, a: str) -> str:
-        act = self.profile.activation
+        act, frac = self.profile.activation, self.profile.state_frac
         if isinstance(act, LookupTable):
             return self._lookup(b, a, "tanh", act.tanh_log2_range)
-        # tanh(a) = 2 * sigmoid(2a) - 1
-        sig = self._piecewise_sigmoid(b, b.op("Mul", a, b.const(2, np.int64)))
-        return b.op("Sub", b.op("Mul", sig, b.const(2, np.int64)), b.const(self.one, np.int64))
+        return self.chords(b, act.tanh_table(frac), a)
 
-    def _piecewise_sigmoid(self, b: _Builder, a: str) -> str:
-        """Chords of ``profiles.PiecewiseLinear``: piece k = |a| >> width_shift, base[k] + slope[k] * offset."""
-        act = self.profile.activation
-        frac = self.profile.state_frac
-        tables = act.describe(frac)
-        base = b.const(tables["base"], np.int64, name="const.sigmoid_base")
-        slope = b.const(tables["slope"], np.int64, name="const.sigmoid_slope")
-        width_shift = frac + act.log2_range - act.segments_log2
-        limit = b.const(self.one << act.log2_range, np.int64)
-        magnitude = b.op("Abs", a)
-        x = b.op("Min", magnitude, b.op("Sub", limit, b.const(1, np.int64)))
-        piece = b.op("Div", x, b.const(1 << width_shift, np.int64))  # x >= 0: Div is the floor
-        offset = b.op("Sub", x, b.op("Mul", piece, b.const(1 << width_shift, np.int64)))
-        chord = b.op("Add", b.op("Gather", base, piece, axis=0),
-                     self.rshift_round(b, b.op("Mul", b.op("Gather", slope, piece, axis=0), offset), frac))
-        one = b.const(self.one, np.int64)
-        y = b.op("Where", b.op("GreaterOrEqual", magnitude, limit), one, chord)
-        return b.op("Where", b.op("Less", a, b.const(0, np.int64)), b.op("Sub", one, y), y)
+    def chords(self, b: _Builder, table: Chords, a: str) -> str:
+        """``Chords.__call__``: ``low + shift(sum_k w_k * relu(a - knot_k), exp)``; the chord units along
+        a new last axis, summed with their weights by an exact int64 MatMul."""
+        units = self.relu(b, b.op("Sub", b.op("Unsqueeze", a, b.const([-1], np.int64)),
+                                  b.const(table.knots, np.int64)))
+        out = self.shift(b, b.op("MatMul", units, b.const(table.weights, np.int64)), table.exp)
+        return b.op("Add", out, b.const(table.low, np.int64)) if table.low else out
 
     def _lookup(self, b: _Builder, a: str, fn: str, log2_range: int) -> str:
         act = self.profile.activation
@@ -252,7 +252,7 @@ class _IntArithmetic:
         shifted = self.rshift_round(b, acc, q.input.frac + q.kernel.frac - p.state_frac)
         return b.op("Add", shifted, self.int64(b, f"{key}.bias"))
 
-    def outer_values(self, b: _Builder, key: str) -> dict:
+    def outer_values(self, b: _Builder, layer: EGRU, key: str) -> dict:
         return {name: self.int64(b, f"{key}.{name}") for name in ("recurrent_kernel", "recurrent_bias", "thr")}
 
     def step(self, b: _Builder, layer: EGRU, outer: dict, states: list[str], gx: str):
@@ -286,8 +286,13 @@ class _IntArithmetic:
         return new_states
 
     def linear(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
-        weight_t = b.op("Transpose", self.int64(b, f"{key}.weight"), perm=[1, 0])
-        return self.linear_output(b, layer, key, b.op("MatMul", x, weight_t))
+        return self.linear_output(b, layer, key, self.weight_sums(b, key, x))
+
+    readout = linear  # a Linear after the first EGRU: the same rules as on the host
+
+    def weight_sums(self, b: _Builder, key: str, x: str) -> str:
+        """The exact sums ``x @ weight.T`` of a Linear."""
+        return b.op("MatMul", x, b.op("Transpose", self.int64(b, f"{key}.weight"), perm=[1, 0]))
 
     def linear_output(self, b: _Builder, layer: Linear | Conv2d, key: str, acc: str) -> str:
         """``reference.linear_output`` after the exact sum ``acc``."""
@@ -296,7 +301,7 @@ class _IntArithmetic:
         out = b.op("Add", self.rshift_round(b, acc, q.input.frac + q.weight.frac - q.output.frac),
                    self.int64(b, f"{key}.bias"))
         if layer.relu:
-            out = b.op("Max", out, b.const(0, np.int64))
+            out = self.relu(b, out)
         return self.saturate(b, out, q.output.bits)
 
     # frames: (N, H, W, C) int64, channels-last as in the reference
@@ -342,13 +347,72 @@ class _IntArithmetic:
         return b.op("Cast", scaled, to=TensorProto.FLOAT)
 
 
+class _CircuitArithmetic(_IntArithmetic):
+    """A circuit profile's chip arithmetic (``circuit.layer_int``, ``circuit.linear_int``) for the EGRU
+    layers and readouts: floor shifts, nothing saturated, gates in format G.  The host front-end and
+    the input rounding keep ``_IntArithmetic``'s rules, as ``reference.run_int`` does."""
+
+    def conn(self, b: _Builder, weight: int, x: str, exp: int) -> str:
+        """A connection with one weight: ``shift(weight * x, exp)``."""
+        return self.shift(b, b.op("Mul", b.const(weight, np.int64), x), exp)
+
+    def gates_input(self, b: _Builder, layer: EGRU, key: str, x: str) -> str:
+        # The circuit adds b + recurrent_bias to A_z and A_r at once; without saturation the sum is the
+        # same when each bias joins its own half (here and in step).
+        k = circuit.layer_constants(self.profile, layer)
+        acc = b.op("MatMul", x, self.int64(b, f"{key}.kernel"))
+        return b.op("Add", self.shift(b, acc, k.in_exp), self.int64(b, f"{key}.bias"))
+
+    def outer_values(self, b: _Builder, layer: EGRU, key: str) -> dict:
+        values = super().outer_values(b, layer, key)
+        # The soft reset subtracts conn(thr_weights, fired, thr_exp) with thr_weights = shift(thr, -thr_exp)
+        # (circuit.threshold_weights), i.e. shift(thr_weights, thr_exp) where the unit fires.
+        e = circuit.layer_constants(self.profile, layer).thr_exp
+        values["reset"] = self.shift(b, self.shift(b, values["thr"], -e), e)
+        return values
+
+    def step(self, b: _Builder, layer: EGRU, outer: dict, states: list[str], gx: str):
+        p, h = self.profile, layer.hidden
+        sig, tanh = p.activation.sigmoid_table(p.state_frac), p.activation.tanh_table(p.state_frac)
+        k = circuit.layer_constants(p, layer)
+        c, y = states[:2]
+        gh = b.op("Add", self.shift(b, b.op("MatMul", y, outer["recurrent_kernel"]), k.rec_exp),
+                  outer["recurrent_bias"])
+        (gx_z, gx_r, gx_g), (gh_z, gh_r, gh_g) = _split_gates(b, gx, h), _split_gates(b, gh, h)
+        z = self.chords(b, sig, b.op("Add", gx_z, gh_z))  # format G
+        r = self.chords(b, sig, b.op("Add", gx_r, gh_r))
+        p_r = self.shift(b, b.op("Mul", r, gh_g), -circuit.PRODUCT_EXP)
+        g_minus_c = b.op("Sub", self.chords(b, tanh, b.op("Add", p_r, gx_g)), c)
+        one_minus_z = b.op("Sub", b.const(1 << circuit.GATE_FRAC, np.int64), z)
+        update = self.shift(b, b.op("Mul", one_minus_z, g_minus_c), -circuit.PRODUCT_EXP)
+        w_zo, e_zo = k.zoneout
+        if (w_zo, e_zo) != circuit.IDENTITY:  # conn(2, P_z, -1) is P_z exactly: no nodes without zoneout
+            update = self.conn(b, w_zo, update, e_zo)
+        c_new = b.op("Add", c, update)
+        # fired = relu(c' - thr) - relu(c' - thr - 1) is exactly [c' > thr] on integers, and shift(0) = 0:
+        # the products by it are Where.
+        fired = b.op("Greater", c_new, outer["thr"])
+        new_y = b.op("Where", fired, self.shift(b, c_new, p.event_frac - p.state_frac), b.const(0, np.int64))
+        new_states = [b.op("Where", fired, b.op("Sub", c_new, outer["reset"]), c_new), new_y]
+        if layer.use_trace:
+            new_states.append(b.op("Add", self.conn(b, circuit.TRACE_DECAY_WEIGHT, states[2], circuit.TRACE_EXP),
+                                   self.conn(b, circuit.TRACE_GAIN_WEIGHT, new_y, circuit.TRACE_EXP)))
+        return new_states
+
+    def readout(self, b: _Builder, layer: Linear, key: str, x: str) -> str:
+        q = layer.quant
+        out = b.op("Add", self.shift(b, self.weight_sums(b, key, x), q.output.frac - q.input.frac - q.weight.frac),
+                   self.int64(b, f"{key}.bias"))
+        return self.relu(b, out) if layer.relu else out
+
+
 # --------------------------------------------------------------------------- export
 
 def _egru(main: _Builder, arith, layer: EGRU, key: str, x: str, batch: str) -> str:
     """One Scan over time; returns the (batch, time, H) events or trace."""
     h = layer.hidden
     gx = arith.gates_input(main, layer, key, x)
-    outer = arith.outer_values(main, key)
+    outer = arith.outer_values(main, layer, key)
     elem = _tensor_type(arith.dtype)
     zeros = main.op("ConstantOfShape", main.op("Concat", batch, main.const([h], np.int64), axis=0),
                     value=helper.make_tensor("zero", elem, [1], [0]))
@@ -383,7 +447,11 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
     """The ONNX model of a float or quantized IR graph."""
     doc, arrays = ir.to_json_and_arrays(graph)
     initializers = {key: numpy_helper.from_array(np.ascontiguousarray(a), key) for key, a in arrays.items()}
-    arith = _IntArithmetic(get_profile(graph.profile)) if graph.quantized else _FloatArithmetic()
+    if graph.quantized:
+        profile = get_profile(graph.profile)
+        arith = (_CircuitArithmetic if profile.circuit else _IntArithmetic)(profile)
+    else:
+        arith = _FloatArithmetic()
     main = _Builder("main", initializers)
     if graph.input.tokens:
         graph_input = helper.make_tensor_value_info(TOKENS, TensorProto.INT64, [BATCH, TIME])
@@ -407,8 +475,8 @@ def to_onnx(graph: Graph) -> onnx.ModelProto:
             x = arith.embedding(main, f"{key}.weight", x)
         elif isinstance(layer, EGRU):
             x = _egru(main, arith, layer, key, x, batch)
-        else:
-            x = arith.linear(main, layer, key, x)
+        else:  # the front-end runs on the host; a readout on the chip
+            x = (arith.linear if i < len(graph.frontend) else arith.readout)(main, layer, key, x)
     out = _output(main, arith.to_float(main, graph, x), graph.output_mode)
     out_shape = [BATCH, TIME, graph.out_size] if graph.output_mode == "sequence" else [BATCH, graph.out_size]
     onnx_graph = helper.make_graph(

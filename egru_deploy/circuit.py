@@ -284,7 +284,7 @@ def layer_int(profile, layer, x: np.ndarray, sat: dict, initial_events: np.ndarr
     k = layer_constants(profile, layer)
     b, t_steps, _ = x.shape
     h = layer.hidden
-    one, gate_one = 1 << f, 1 << GATE_FRAC
+    gate_one = 1 << GATE_FRAC
     w_zo, e_zo = k.zoneout
     gx_all = input_sums(profile, layer, x, sat)
     rec = ExactSums(layer.recurrent_kernel)

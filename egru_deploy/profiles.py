@@ -101,72 +101,6 @@ def saturate(x, bits: int, counter: dict | None = None, key: str = ""):
 
 
 @dataclass(frozen=True)
-class PiecewiseLinear:
-    """Chord interpolation of sigmoid on ``segments`` equal pieces of [0, x_max); tanh(a) = 2*sig(2a) - 1.
-
-    For |a| in piece k = |a| >> (F + log2(x_max) - log2(segments)):
-    ``sig(|a|) = base[k] + rshift_round(slope[k] * (|a| - k * width), F)``; sig(-a) = 1 - sig(a);
-    |a| >= x_max gives 1.  One compare-free index shift, one multiply, adds: what a Loihi 2
-    microcode neuron can do.  ``base``/``slope`` are the chord end points rounded to format F.
-    """
-
-    segments_log2: int = 4  # 16 pieces
-    log2_range: int = 3  # over [0, 8)
-
-    kind = "piecewise_linear"
-
-    def _tables(self, frac: int) -> tuple[np.ndarray, np.ndarray]:
-        return _pwl_tables(frac, self.segments_log2, self.log2_range)
-
-    # Both functions read tables holding the rule evaluated once for every input in range (cached;
-    # values identical to the rule, which the tests check against an independent implementation).
-    def sigmoid(self, a, frac: int):
-        return self._lookup("sigmoid", a, frac)
-
-    def tanh(self, a, frac: int):
-        return self._lookup("tanh", a, frac)
-
-    def _lookup(self, fn: str, a, frac: int):
-        table = _pwl_signed_table(fn, frac, self.segments_log2, self.log2_range)
-        half = table.shape[0] // 2
-        return table[np.clip(np.asarray(a, dtype=np.int64), -half, half) + half]
-
-    def describe(self, frac: int) -> dict:
-        base, slope = self._tables(frac)
-        return {"kind": self.kind, "segments": 1 << self.segments_log2, "range": [0, 2 ** self.log2_range],
-                "base": base.tolist(), "slope": slope.tolist(), "format_frac": frac}
-
-
-@lru_cache(maxsize=None)
-def _pwl_tables(frac: int, segments_log2: int, log2_range: int) -> tuple[np.ndarray, np.ndarray]:
-    n = 1 << segments_log2
-    width = 2.0 ** log2_range / n
-    ends = 1 / (1 + np.exp(-np.arange(n + 1) * width))
-    base = np.round(ends[:-1] * (1 << frac)).astype(np.int64)
-    slope = np.round((ends[1:] - ends[:-1]) / width * (1 << frac)).astype(np.int64)
-    base.setflags(write=False)
-    slope.setflags(write=False)
-    return base, slope
-
-
-@lru_cache(maxsize=None)
-def _pwl_signed_table(fn: str, frac: int, segments_log2: int, log2_range: int) -> np.ndarray:
-    """f(a) for a = -L .. L (index a + L): sigmoid with L = 2**(F + log2_range), where it reaches 1
-    and 0; tanh(a) = 2*sig(2a) - 1 with L halved."""
-    base, slope = _pwl_tables(frac, segments_log2, log2_range)
-    one = 1 << frac
-    limit = one << log2_range
-    width_shift = frac + log2_range - segments_log2
-    x = np.arange(limit, dtype=np.int64)
-    k = x >> width_shift
-    positive = np.append(base[k] + rshift_round(slope[k] * (x - (k << width_shift)), frac), one)  # sig(0..L)
-    sigmoid = np.concatenate([one - positive[:0:-1], positive])  # sig(-L..L); sig(-x) = 1 - sig(x)
-    table = sigmoid if fn == "sigmoid" else 2 * sigmoid[::2] - one  # tanh(a) = 2*sig(2a) - 1, a = -L/2..L/2
-    table.setflags(write=False)
-    return table
-
-
-@dataclass(frozen=True)
 class LookupTable:
     """Tables of ``2**index_bits`` entries over [-x_max, x_max); entry i holds f at the bin centre.
 
@@ -227,7 +161,7 @@ class Profile:
     state_frac: int
     event_bits: int
     event_frac: int
-    activation: PiecewiseLinear | LookupTable | ChordGates
+    activation: LookupTable | ChordGates
     hop_latency: int = 1
     # The EGRU runs as a circuit of stock processes (``egru_deploy.circuit``: its own integer rules,
     # STEPS_PER_TOKEN chip steps per input step) instead of one neuron program per unit.

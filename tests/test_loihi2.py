@@ -3,7 +3,6 @@ models (bit for bit), mapping, deployed processes, bundles, board path."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from dataclasses import replace
 from pathlib import Path

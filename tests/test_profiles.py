@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from egru_deploy.profiles import (LOIHI2, PROFILES, SPINNAKER2, LookupTable, PiecewiseLinear, rshift_round, saturate,
+from egru_deploy.profiles import (LOIHI2, PROFILES, SPINNAKER2, LookupTable, rshift_round, saturate,
                                   zoneout_blend)
 
 ints = st.integers(min_value=-(2 ** 40), max_value=2 ** 40)
@@ -32,31 +32,6 @@ def test_saturate_clips_and_counts(values, bits):
 
 F = 12
 ONE = 1 << F
-
-
-@given(st.integers(min_value=-(2 ** 23), max_value=2 ** 23 - 1))
-def test_piecewise_linear_sigmoid_rule(a):
-    # 16 chords of 0.5 over [0, 8): end points rounded to format F, interpolated with one multiply
-    pwl = PiecewiseLinear()
-    x = abs(a)
-    if x >= 8 * ONE:
-        y = ONE
-    else:
-        k = x // (ONE // 2)
-        lo, hi = 1 / (1 + np.exp(-k * 0.5)), 1 / (1 + np.exp(-(k + 1) * 0.5))
-        base, slope = int(np.round(lo * ONE)), int(np.round((hi - lo) / 0.5 * ONE))
-        y = base + (2 * slope * (x - k * ONE // 2) + ONE) // (2 * ONE)
-    assert int(pwl.sigmoid(a, F)) == (ONE - y if a < 0 else y)
-    assert int(pwl.tanh(a, F)) == 2 * int(pwl.sigmoid(2 * a, F)) - ONE
-
-
-def test_piecewise_linear_error_bounds():
-    a = np.arange(-10 * ONE, 10 * ONE, 7)
-    sig = PiecewiseLinear().sigmoid(a, F) / ONE
-    tanh = PiecewiseLinear().tanh(a, F) / ONE
-    assert np.max(np.abs(sig - 1 / (1 + np.exp(-a / ONE)))) < 0.004
-    assert np.max(np.abs(tanh - np.tanh(a / ONE))) < 0.008
-    assert np.all(np.diff(sig) >= 0) and np.all(np.diff(tanh) >= 0)
 
 
 @given(st.integers(min_value=-(2 ** 31), max_value=2 ** 31 - 1))

@@ -96,13 +96,15 @@ class ChipRun:
         return result
 
 
-def _population_values(pop, record: dict) -> np.ndarray:
-    """A population's outputs (B, T, size) from a layer's record (each segment at its own level)."""
-    parts = []
-    for seg in pop.segments:
-        v = record[seg.value]
-        parts.append(v[:, :, seg.block] if seg.block is not None else v)
-    return np.concatenate(parts, axis=2)
+def _active(values: np.ndarray) -> np.ndarray:
+    """Non-zero payloads per neuron over the batch and all input steps, (n,) from (B, T, n)."""
+    return np.count_nonzero(values, axis=(0, 1)).astype(np.float64)
+
+
+def _population_active(pop, record: dict) -> np.ndarray:
+    """``_active`` of a population, segment by segment from a layer's record (each at its own level)."""
+    return np.concatenate([_active(record[seg.value][:, :, seg.block] if seg.block is not None
+                                   else record[seg.value]) for seg in pop.segments])
 
 
 def run(graph: Graph, x: np.ndarray, initial_events=None) -> ChipRun:
@@ -120,7 +122,7 @@ def run(graph: Graph, x: np.ndarray, initial_events=None) -> ChipRun:
     batch, steps = values.shape[:2]
     initial = iter(reference.check_initial_events(graph, initial_events, batch))
     n = net.chip_steps(steps)
-    sent = {"input": values}  # population -> (B, T, size) outputs
+    active = {"input": _active(values)}  # population -> non-zero payloads sent per neuron
     layer_events, spike_counts = [], []
     for i, layer in enumerate(graph.layers):
         if i not in net.offsets:
@@ -131,24 +133,23 @@ def run(graph: Graph, x: np.ndarray, initial_events=None) -> ChipRun:
             events, traces, counts = circuit.layer_int(profile, layer, values, sat, next(initial), record)
             for name in (f"l{i}_pre", f"l{i}_relay", f"l{i}_relu", f"l{i}_prod", f"l{i}_events", f"l{i}_trace"):
                 if name in net.populations:
-                    sent[name] = _population_values(net.populations[name], record)
+                    active[name] = _population_active(net.populations[name], record)
             at = net.offsets[i] + net.populations[f"l{i}_events"].segments[0].level
             layer_events.append(chip_time(events, at, n))
             spike_counts.append(chip_time(counts, at, n))
             values = traces if layer.use_trace else events
         else:
             values = circuit.linear_int(profile, layer, values, sat)
-            sent[f"l{i}_readout"] = values
+            active[f"l{i}_readout"] = _active(values)
         saturations.update({f"layer{i}.{kind}": count for kind, count in sat.items()})
     pop, level = net.output
     output = chip_time(values, net.offsets[net.populations[pop].layer] + level, n)
-    host = int(np.count_nonzero(sent["input"])) + batch * int(np.count_nonzero(phase_data(net, steps)))
-    activity = _activity(net, sent, host, batch, steps)
+    host = int(active["input"].sum()) + batch * int(np.count_nonzero(phase_data(net, steps)))
+    activity = _activity(net, active, host, batch, steps)
     return ChipRun(net, steps, output, layer_events, spike_counts, saturations, activity)
 
 
-def _activity(net, sent: dict, host_messages: int, batch: int, steps: int) -> Activity:
-    active = {name: np.count_nonzero(v, axis=(0, 1)).astype(np.float64) for name, v in sent.items()}
+def _activity(net, active: dict, host_messages: int, batch: int, steps: int) -> Activity:
     messages = {name: a for name, a in active.items() if name != "input"}
     synaptic_ops = {name: np.zeros(p.size) for name, p in net.populations.items() if p.kind != "source"}
     for c in net.connections:

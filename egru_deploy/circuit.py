@@ -58,6 +58,8 @@ IDENTITY = (2, -1)  # weight 2 with exponent -1: the exact identity for an even-
 TRACE_DECAY_WEIGHT, TRACE_GAIN_WEIGHT, TRACE_EXP = 230, 26, -8  # trace = 0.898 trace + 0.102 y
 DIGIT_BITS = 8  # a constant is sent as balanced base-256 digits on phase lines of value 1, 256, 65536
 DIGITS = 3
+CONSTANT_LIMIT = 1 << (MESSAGE_BITS - 1)
+PHASE_CONSTANT_MAX = 127 * sum(256 ** d for d in range(DIGITS))  # the largest |constant| the digits hold
 
 
 def shift(values, exp: int):
@@ -142,10 +144,18 @@ class ChordGates:
     ``sigmoid(a, F)`` and ``tanh(a, F)`` return format F, as every profile's activation does; the circuit
     carries the sigmoid in format G (``sigmoid_gate``), which is the F value shifted right by F - G."""
 
-    sigmoid_chords: int = 4
+    # 8 sigmoid and 4 tanh ReLUs: the fewest neurons per unit (41) that keep the digits example's PTQ drop
+    # within 1 pp and its QAT drop within 0.5 pp (benchmarks/bench_loihi2_gates.py); z and r set the memory
+    # of the cell, so the sigmoid needs the finer chords.
+    sigmoid_chords: int = 8
     tanh_chords: int = 4
 
     kind = "relu_chords"
+
+    def __post_init__(self):
+        for name, n in (("sigmoid", self.sigmoid_chords), ("tanh", self.tanh_chords)):
+            if n < 2 or n % 2:  # symmetric knots: an odd count's middle chord gets weight 0
+                raise ValueError(f"ChordGates: {name} chords must be an even number >= 2, got {n}")
 
     def sigmoid_table(self, frac: int) -> Chords:
         return chords("sigmoid", self.sigmoid_chords, frac)
@@ -207,20 +217,26 @@ def zoneout_weight(p: float) -> tuple[int, int]:
     return int(min(254, 2 * round(128 * (1 - p)))), -8
 
 
-def phase_digits(constant: int) -> tuple[int, ...]:
-    """Balanced base-256 digits m_d in [-128, 127] with ``constant = sum m_d 256**d`` (sent as weights 2 m_d)."""
-    digits, rest = [], int(constant)
+def phase_digit_arrays(constants) -> list[np.ndarray]:
+    """Balanced base-256 digits m_d in [-128, 127] with ``constants = sum m_d 256**d`` (sent as weights
+    2 m_d on the phase line of value 256**d), one array per digit."""
+    rest = np.asarray(constants, np.int64)
+    digits = []
     for _ in range(DIGITS):
         m = ((rest + 128) % 256) - 128
         digits.append(m)
         rest = (rest - m) // 256
-    if rest:
-        raise ValueError(f"constant {constant} does not fit {DIGITS} phase-line digits (|c| <= {PHASE_CONSTANT_MAX})")
-    return tuple(digits)
+    if np.any(rest):
+        bad = int(np.asarray(constants).ravel()[np.flatnonzero(rest)[0]])
+        raise ValueError(f"constant {bad} does not fit {DIGITS} phase-line digits (|c| <= {PHASE_CONSTANT_MAX})")
+    return digits
 
 
-CONSTANT_LIMIT = 1 << (MESSAGE_BITS - 1)
-PHASE_CONSTANT_MAX = 127 * sum(256 ** d for d in range(DIGITS))  # the largest |constant| the digits hold
+def phase_digits(constant: int) -> tuple[int, ...]:
+    """The digits of one constant (``phase_digit_arrays``)."""
+    return tuple(int(d[0]) for d in phase_digit_arrays(np.array([constant])))
+
+
 
 
 def out_of_range(values: np.ndarray) -> int:

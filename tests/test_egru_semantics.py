@@ -255,7 +255,7 @@ def test_evnn_dvs_model_deploys_bit_exactly(profile):
            else hwsim_spinnaker2.simulate(spinnaker2_system(qgraph), x).run)
     assert_same_int(got, want)
     np.testing.assert_array_equal(run_onnx(to_onnx(qgraph), x), want.output)
-    # Classes as EvNN's: all 3 on SpiNNaker2; Loihi 2's 4-chord gates flip sample 1, whose golden logits are
+    # Classes as EvNN's: all 3 on SpiNNaker2; Loihi 2's ReLU-chord gates flip sample 1, whose golden logits are
     # 0.02 apart (0.234 for class 3, 0.254 for class 5; the circuit gives 0.236 / 0.222).
     agree = np.mean(np.argmax(want.output, 1) == np.argmax(golden("dvs_flat")["out.logits"], 1))
     assert agree >= (2 / 3 if profile == "loihi2" else 1.0)

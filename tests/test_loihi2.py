@@ -204,7 +204,7 @@ def test_netlist_uses_only_stock_processes_and_even_weights():
     for c in net.connections:
         assert c.kind in ("dense", "sparse") and np.all(c.values % 2 == 0)
         assert c.rows.max() < c.shape[0] and c.cols.max() < c.shape[1]
-    # every segment's level fits the circuit; every unit of an EGRU has its 21 + 3n neurons
+    # every segment's level fits the circuit; every unit of an EGRU has its 21 + 2s + t neurons
     layer = next(i for i, lay in enumerate(graph.layers) if isinstance(lay, EGRU))
     h = graph.layers[layer].hidden
     per_unit = sum(p.size for p in net.populations.values() if p.layer == layer) / h

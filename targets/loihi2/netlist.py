@@ -178,14 +178,17 @@ class _Builder:
         """Per-unit constants arriving at ``level`` of every input step (phase lines, weights 2 m_d, exp -1)."""
         tp, ts = target
         values = np.broadcast_to(np.asarray(values, np.int64), (ts.size,))
-        for j, value in enumerate(values):
-            if abs(value) > circuit.PHASE_CONSTANT_MAX:
-                raise CircuitError(f"layer {layer}: constant {int(value)} of {tp.name}.{ts.name} does not fit the "
-                                   f"24-bit range of the phase lines' three digits (|c| <= {circuit.PHASE_CONSTANT_MAX})")
-            for d, m in enumerate(circuit.phase_digits(int(value))):
-                if m:
-                    line = self._line(layer, level, d)
-                    self._add("sparse", layer, "phase", tp.name, port, -1, [ts.start + j], [line], [2 * m])
+        worst = int(np.abs(values).max()) if ts.size else 0
+        if worst > circuit.PHASE_CONSTANT_MAX:
+            value = int(values[np.abs(values).argmax()])
+            raise CircuitError(f"layer {layer}: constant {value} of {tp.name}.{ts.name} does not fit the "
+                               f"24-bit range of the phase lines' three digits (|c| <= {circuit.PHASE_CONSTANT_MAX})")
+        for d, digits in enumerate(circuit.phase_digit_arrays(values)):
+            units = np.flatnonzero(digits)
+            if units.size:
+                line = self._line(layer, level, d)
+                self._add("sparse", layer, "phase", tp.name, port, -1, ts.start + units,
+                          np.full(units.size, line), 2 * digits[units])
 
     def _line(self, layer: int, level: int, digit: int) -> int:
         key = (layer, level, digit)

@@ -157,7 +157,7 @@ def print_placement(rows: list[dict]) -> None:
 
     table = Table(title="Loihi 2 board run: process placement")
     for column in ("process", "Lava class", "model", "placement"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # wrap, never elide: every name must be readable
     for row in rows:
         table.add_row(row["name"], row["lava_class"], row["model"], row["placement"])
     console.print(table)

@@ -243,6 +243,17 @@ def test_refuses_odd_weight_mantissas():
         check_weights(build(graph.with_layers([replace(layer, kernel=odd), *graph.layers[1:]])))
 
 
+def test_refuses_threshold_off_the_reset_grid():
+    graph, _ = random_loihi2_graph(0)
+    layer = graph.layers[0]
+    thr = layer.thr.copy()
+    thr[1] = 1001  # the largest threshold needs exponent >= 2: odd values are off the grid
+    thr[0] = 1008  # on the grid of exponent 2 (multiples of 8)
+    with pytest.raises(CircuitError, match=r"layer 0: threshold 1001 \(unit 1\) is not a multiple of 8") as error:
+        build(graph.with_layers([replace(layer, thr=thr), *graph.layers[1:]]))
+    assert "\n" not in str(error.value)
+
+
 def test_refuses_constant_beyond_24_bits_naming_the_layer():
     graph, _ = random_loihi2_graph(0)
     layer = graph.layers[0]

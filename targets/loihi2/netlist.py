@@ -219,6 +219,11 @@ def _egru(b: _Builder, i: int, layer: EGRU, upstream: tuple[Population, int, int
     h, f = layer.hidden, prof.state_frac
     sig, tanh = prof.activation.sigmoid_table(f), prof.activation.tanh_table(f)
     k = circuit.layer_constants(prof, layer)
+    off_grid = np.flatnonzero(circuit.on_threshold_grid(k.thr) != k.thr)
+    if off_grid.size:
+        step = 1 << (k.thr_exp + 1)
+        raise CircuitError(f"layer {i}: threshold {int(k.thr[off_grid[0]])} (unit {off_grid[0]}) is not a multiple of "
+                           f"{step}, the grid of the 8-bit reset weight; quantize with the loihi2 profile")
     p = f"l{i}_"
     pre = b.population(p + "pre", "graded", i)
     a = {name: pre.add(name, h, 1, "pre", n) for n, name in enumerate(("a_z", "a_r", "a_gx", "a_gh"))}

@@ -68,6 +68,7 @@ PRUNE_RECIPES = {
     "fmnist-rows": {"prune": 0.5, "epochs": 3, "prune_epochs": 2, "learning_rate": 3e-4, "batch_size": 128},
 }
 CROSS_CHECK_LM_STEPS = 20  # brown: the cross-check runs rows x this many steps
+LOIHI2_CHECK_STEPS = {"classification": 28, "lm": 8}  # Lava cross-check of the Loihi 2 circuit: first steps
 MODEL_NAMES = {"ptq": "PTQ", "qat": "QAT", "prune_qat": "QAT pruned"}
 SUMMARY_KEYS = {"loihi2": ("neurocores", "chips"), "spinnaker2": ("pes", "chips")}
 
@@ -112,10 +113,14 @@ def change(metric: str, value: float, base: float) -> float:
     return 100.0 * (base - value) if metric == "accuracy" else 100.0 * (value / base - 1.0)
 
 
-def cross_check_data(work):
-    if work.kind == "lm":
-        return work.x[:, :CROSS_CHECK_LM_STEPS], "rows x 20 steps"
-    return work.x, "test samples"
+def cross_check_data(work, target: str):
+    """The cross-check's inputs.  Lava runs every chip step of the Loihi 2 circuit (7 per input step) in
+    Python, so its check covers the first ``LOIHI2_CHECK_STEPS`` steps of each sequence."""
+    steps = LOIHI2_CHECK_STEPS[work.kind] if target == "loihi2" else CROSS_CHECK_LM_STEPS if work.kind == "lm" else None
+    unit = "rows" if work.kind == "lm" else "test samples"
+    if steps is None or steps >= work.x.shape[1]:
+        return work.x, unit
+    return work.x[:, :steps], f"{unit} x {steps} steps"
 
 
 def deploy(task: str, work, model: Path, kind: str, target: str, base: dict, limit, out: Path,
@@ -126,7 +131,7 @@ def deploy(task: str, work, model: Path, kind: str, target: str, base: dict, lim
     report = api.compile(model, target, bundle_dir, f"{dataset}-train", eval_data=f"{dataset}-test", prune=prune,
                          force=True, output_mode=work.output_mode)
     hw = evaluate(bundle_dir, task, "hwsim", limit=limit, work=work)
-    x_check, what = cross_check_data(work)
+    x_check, what = cross_check_data(work, target)
     hw_sample = api.emulate(str(bundle_dir), x_check[:max(s for _, s in demo.CROSS_CHECKS.values())], "hwsim",
                             output_mode=work.output_mode)
     check = demo.cross_check(bundle_dir, target, x_check, hw_sample)
@@ -143,7 +148,7 @@ def deploy(task: str, work, model: Path, kind: str, target: str, base: dict, lim
         "sparsity": hw["sparsity"], "layer_sparsity": hw["layer_sparsity"],
         "macs_effective": hw["macs_effective"], "macs_dense": hw["macs_dense"],
         "resources": {k: summary.get(k) for k in SUMMARY_KEYS[target]},
-        "synaptic_ops_per_step": chip.get("synaptic ops per step"),
+        "synaptic_ops_per_step": chip.get("synaptic ops per step", chip.get("synaptic ops per input step")),
         "chip_per_step": {"samples": int(len(hw_sample.output)), "what": what, **chip},
         "resources_summary": {k: v for k, v in summary.items() if not isinstance(v, (dict, list))},
         "compile_seconds": report["compile_seconds"], "hwsim_seconds": hw["seconds"],
@@ -159,7 +164,8 @@ def deploy(task: str, work, model: Path, kind: str, target: str, base: dict, lim
     return row
 
 
-def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path, made: dict) -> dict | None:
+def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path, made: dict,
+             targets: tuple[str, ...] = TARGETS, previous: dict | None = None) -> dict | None:
     checkpoint = EXAMPLES / CHECKPOINTS[task]
     if not checkpoint.is_file():
         common.console.print(f"{task}: skipped, {checkpoint.relative_to(ROOT)} does not exist yet "
@@ -174,8 +180,8 @@ def run_task(task: str, limit, skip_qat: bool, retrain: bool, out: Path, made: d
     base = evaluate(checkpoint, task, "float", limit=limit, work=work)
     common.console.print(f"{task} float: {_metric_text(base)}, sparsity {base['sparsity']:.1%}, "
                          f"{base['seconds']:.1f} s")
-    rows = []
-    for target in TARGETS:
+    rows = [row for row in (previous or {}).get("rows", []) if row["target"] not in targets]  # kept as measured
+    for target in targets:
         variants = [("ptq", checkpoint, 0.0, None)]
         if task in QAT_RECIPES and not skip_qat:
             path, info = make_qat(task, target, "qat", retrain, made)
@@ -260,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-qat", action="store_true", help="PTQ only")
     parser.add_argument("--retrain-qat", action="store_true", help="fine-tune the QAT checkpoints again")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
+    parser.add_argument("--target", action="append", choices=TARGETS,
+                        help="target to run (repeatable; default both); the other target's rows are kept")
     args = parser.parse_args(argv)
     common.console.width = max(common.console.width, 190)  # the deployment table is wide
     path = common.RESULTS_DIR / "bench_workloads.json"
@@ -270,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     with common.limit_threads(args.threads), tempfile.TemporaryDirectory(prefix="bench-workloads-") as out:
         for task in args.task or list(CHECKPOINTS):
             try:
-                result = run_task(task, args.limit, args.skip_qat, args.retrain_qat, Path(out), made)
+                result = run_task(task, args.limit, args.skip_qat, args.retrain_qat, Path(out), made,
+                                  tuple(args.target or TARGETS), results.get(task))
             except UserError as e:
                 common.console.print(f"{task}: failed: {e}")
                 raise SystemExit(2) from None

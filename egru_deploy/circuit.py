@@ -89,13 +89,23 @@ class Chords:
         knots = np.asarray(self.knots, np.int64)[:, None]
         return relu(np.asarray(a, np.int64)[..., None, :] - knots)
 
-    def combine(self, units: np.ndarray) -> np.ndarray:
-        """The next connection's sum over the chord neurons (without ``low``, which a phase line adds)."""
-        weights = np.asarray(self.weights, np.int64)[:, None]
-        return shift((units * weights).sum(axis=-2), self.exp)
+    def sum_shifted(self, a) -> np.ndarray:
+        """The next connection's sum over the chord neurons, ``shift(sum_k w_k units_k, exp)`` (without
+        ``low``, which a phase line adds), computed without the units: the knots below a contribute
+        ``w_k (a - knot_k)``, so the sum is ``W(k) a - WB(k)`` with running sums W, WB over the first k."""
+        a = np.asarray(a, np.int64)
+        w, wb = _running_sums(self)
+        k = np.searchsorted(np.asarray(self.knots, np.int64), a, side="left")  # knots < a
+        return shift(w[k] * a - wb[k], self.exp)
 
     def __call__(self, a) -> np.ndarray:
-        return self.low + self.combine(self.units(a))
+        return self.low + self.sum_shifted(a)
+
+
+@lru_cache(maxsize=None)
+def _running_sums(table: Chords) -> tuple[np.ndarray, np.ndarray]:
+    w = np.asarray(table.weights, np.int64)
+    return np.concatenate([[0], np.cumsum(w)]), np.concatenate([[0], np.cumsum(w * np.asarray(table.knots, np.int64))])
 
 
 def _fit(fn: str, n: int, frac: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +141,8 @@ def _fit(fn: str, n: int, frac: int) -> tuple[np.ndarray, np.ndarray]:
 def chords(fn: str, n: int, frac: int) -> Chords:
     """The chord table of ``fn`` ("sigmoid" in gate format G, "tanh" in state format F) with n ReLUs."""
     knots, changes = _fit(fn, n, frac)
+    if np.any(np.diff(knots) <= 0):  # sum_shifted counts the knots below a: they must increase
+        raise ValueError(f"chords({fn!r}, {n}): knots {knots.tolist()} do not increase")
     if fn == "sigmoid":  # sum of (j/64) * u over units in format F, to format G
         return Chords(tuple(int(k) for k in knots), tuple(int(2 * j) for j in changes),
                       -(1 + SLOPE_FRAC + frac - GATE_FRAC), 0)
@@ -242,7 +254,7 @@ def phase_digits(constant: int) -> tuple[int, ...]:
 def out_of_range(values: np.ndarray) -> int:
     """Values that leave the 24-bit message range (counted, not clipped)."""
     v = np.asarray(values)
-    if v.size == 0:
+    if v.size == 0 or (v.min() >= -CONSTANT_LIMIT and v.max() < CONSTANT_LIMIT):  # the common case
         return 0
     return int(np.count_nonzero((v < -CONSTANT_LIMIT) | (v >= CONSTANT_LIMIT)))
 
@@ -318,12 +330,11 @@ def layer_int(profile, layer, x: np.ndarray, sat: dict, initial_events: np.ndarr
         gx = gx_all[:, t]
         pre = np.stack([gx[:, :h] + gh_all[:, :h], gx[:, h:2 * h] + gh_all[:, h:2 * h],
                         gx[:, 2 * h:], gh_all[:, 2 * h:]], axis=1) + k.bias  # (B, 4, H)
-        u_z, u_r = sig.units(pre[:, 0]), sig.units(pre[:, 1])
-        z, r = sig.combine(u_z), sig.combine(u_r)
+        z, r = sig.sum_shifted(pre[:, 0]), sig.sum_shifted(pre[:, 1])
         p_r = shift(r * pre[:, 3], -PRODUCT_EXP)
-        u_g = tanh.units(p_r + pre[:, 2])
+        a_g = p_r + pre[:, 2]
         one_minus_z = gate_one - z
-        g_minus_c = tanh.combine(u_g) + tanh.low - c
+        g_minus_c = tanh.sum_shifted(a_g) + tanh.low - c
         p_z = shift(one_minus_z * g_minus_c, -PRODUCT_EXP)
         c_new = c + shift(w_zo * p_z, e_zo)
         q = relu(c_new - k.thr)
@@ -336,7 +347,8 @@ def layer_int(profile, layer, x: np.ndarray, sat: dict, initial_events: np.ndarr
         _count(sat, "state", pre)
         _count(sat, "state", c_new)
         if steps is not None:
-            steps.append({"pre": pre, "u_z": u_z, "u_r": u_r, "u_g": u_g, "z": z,
+            steps.append({"pre": pre, "u_z": sig.units(pre[:, 0]), "u_r": sig.units(pre[:, 1]),
+                          "u_g": tanh.units(a_g), "z": z,
                           "one_minus_z": one_minus_z, "p_r": p_r, "p_z": p_z, "c": c, "c_new": c_new,
                           "q": q, "q1": q1, "c_next": c_next, "y": y, "trace": trace,
                           })

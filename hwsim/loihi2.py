@@ -59,12 +59,6 @@ class Activity:
     batch: int
     steps: int  # input steps per sequence
 
-    def per_input_step(self) -> dict[str, float]:
-        scale = 1.0 / (self.batch * self.steps)
-        return {"messages": float(sum(v.sum() for v in self.messages.values())) * scale,
-                "synaptic_ops": float(sum(v.sum() for v in self.synaptic_ops.values())) * scale,
-                "host_messages": self.host_messages * scale}
-
 
 @dataclass
 class ChipRun:

@@ -290,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             if result is not None:
                 results[task] = result
                 print_task(result)
+    latest = json.loads(path.read_text()) if path.is_file() else {}  # another run may have written meanwhile
+    results = {**latest.get("tasks", {}), **{task: results[task] for task in (args.task or list(CHECKPOINTS))
+                                            if task in results}}
+    made = {**latest.get("qat_checkpoints", {}), **made}
     written = common.write_json("bench_workloads", {
         "benchmark": "bench_workloads", "environment": common.environment(args.threads),
         "units": {"value": "accuracy (fraction) or perplexity (exp mean cross-entropy, nats)",

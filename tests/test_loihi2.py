@@ -22,12 +22,7 @@ from egru_deploy.targets.loihi2.mapping import ChipLimits, MappingError, assign
 from egru_deploy.targets.loihi2.netlist import D, CircuitError, build
 from egru_deploy.targets.loihi2.network import check_weights
 
-try:  # Lava sets the multiprocessing start method when imported: do it before anything else can
-    lava_compat.import_lava()
-    LAVA_ERROR = None
-except TargetUnavailable as e:
-    LAVA_ERROR = str(e)
-needs_lava = pytest.mark.skipif(LAVA_ERROR is not None, reason=f"Lava not importable: {LAVA_ERROR}")
+from lava_env import LAVA_ERROR, needs_lava  # noqa: E402  (imports Lava first, see lava_env)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 needs_digits = pytest.mark.skipif(not (EXAMPLES / "digits_egru.pt").is_file(),

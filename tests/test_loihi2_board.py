@@ -13,13 +13,9 @@ from egru_deploy import reference, synthetic
 from egru_deploy.errors import TargetUnavailable
 from egru_deploy.profiles import LOIHI2
 from egru_deploy.quantize import quantize
-from egru_deploy.targets.loihi2 import lava_compat
 
-try:  # Lava sets the multiprocessing start method when imported: do it before anything else can
-    lava_compat.import_lava()
-    LAVA_ERROR = None
-except TargetUnavailable as e:
-    LAVA_ERROR = str(e)
+from lava_env import LAVA_ERROR  # noqa: E402  (imports Lava first, see lava_env)
+
 pytestmark = pytest.mark.skipif(LAVA_ERROR is not None, reason=f"Lava not importable: {LAVA_ERROR}")
 
 ON_CHIP = ("GradedVec", "GradedReluVec", "ProdNeuron", "Dense", "Sparse")

@@ -299,18 +299,28 @@ def train_classifier(task_name: str, arch: str, output_path: str | os.PathLike |
                           "input_init": input_init if arch == "egru" else "torch", "max_batches": max_batches},
                "parameters": parameter_count(model), "best_epoch": best_epoch, "valid_accuracy": best,
                "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / epochs, "history": history}
-    if output_path is not None:
-        metrics["checkpoint"] = str(output_path)
-        metrics["checkpoint_bytes"] = Path(output_path).stat().st_size
-    try:
-        _test_classifier(metrics, model, forward, arch, task, hidden, layers, x_test, y_test)
-    except Exception as e:  # keep the run (checkpoint, history); task_registry.evaluate can score it later
-        metrics["evaluation_error"] = f"{type(e).__name__}: {e}"
-        _log(f"{task_name} {arch} test evaluation failed: {metrics['evaluation_error']}")
+    if not _tested(metrics, output_path, f"{task_name} {arch}",
+                   lambda: _test_classifier(metrics, model, forward, arch, task, hidden, layers, x_test, y_test)):
         return metrics
     _log(f"{task_name} {arch} test accuracy {metrics['test_accuracy']:.4f} sparsity {metrics['test_sparsity']:.3f} "
          f"MACs/step {metrics['macs_effective']:.0f} of {metrics['macs_dense']}")
     return metrics
+
+
+def _tested(metrics: dict, output_path, run: str, test) -> bool:
+    """Record the checkpoint in ``metrics`` and run ``test()`` (which adds the test metrics).  A failing
+    test keeps the run (checkpoint, history), with the error recorded: task_registry.evaluate can score
+    it later.  Returns whether the test ran."""
+    if output_path is not None:
+        metrics["checkpoint"] = str(output_path)
+        metrics["checkpoint_bytes"] = Path(output_path).stat().st_size
+    try:
+        test()
+    except Exception as e:  # noqa: BLE001  (see the docstring)
+        metrics["evaluation_error"] = f"{type(e).__name__}: {e}"
+        _log(f"{run} test evaluation failed: {metrics['evaluation_error']}")
+        return False
+    return True
 
 
 def _test_classifier(metrics, model, forward, arch, task, hidden, layers, x_test, y_test) -> None:
@@ -449,14 +459,9 @@ def train_lm(task_name: str, arch: str, output_path: str | os.PathLike | None, *
                "parameters": parameter_count(model), "best_epoch": best_epoch, "valid_perplexity": best,
                "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / epochs, "history": history,
                "evaluated_by": "torch, state carried along 10 rows"}
-    if output_path is not None:
-        metrics["checkpoint"] = str(output_path)
-        metrics["checkpoint_bytes"] = Path(output_path).stat().st_size
-    try:
-        _test_lm(metrics, model, arch, test_stream, dense_macs(hidden, hidden, layers, vocab, embedding=True))
-    except Exception as e:  # keep the run (checkpoint, history); task_registry.evaluate can score it later
-        metrics["evaluation_error"] = f"{type(e).__name__}: {e}"
-        _log(f"{task_name} {arch} test evaluation failed: {metrics['evaluation_error']}")
+    if not _tested(metrics, output_path, f"{task_name} {arch}",
+                   lambda: _test_lm(metrics, model, arch, test_stream,
+                                    dense_macs(hidden, hidden, layers, vocab, embedding=True))):
         return metrics
     _log(f"{task_name} {arch} test ppl {metrics['test_perplexity']:.1f} sparsity {metrics['test_sparsity']:.3f} "
          f"MACs/step {metrics['macs_effective']:.0f} of {metrics['macs_dense']}")

@@ -290,13 +290,13 @@ def _count(sat: dict, key: str, values) -> None:
         sat[key] = sat.get(key, 0) + n
 
 
-def input_sums(profile, layer, x: np.ndarray, sat: dict) -> np.ndarray:
+def input_sums(layer, x: np.ndarray, in_exp: int, sat: dict) -> np.ndarray:
     """conn(K, x, e_in) for all steps at once: (B, T, 3H) in blocks z, r, gx."""
     from egru_deploy.reference import int_matmul
 
     acc = int_matmul(x, layer.kernel)
     _count(sat, "accumulator", acc)
-    return shift(acc, layer_constants(profile, layer).in_exp)
+    return shift(acc, in_exp)
 
 
 def layer_int(profile, layer, x: np.ndarray, sat: dict, initial_events: np.ndarray | None = None,
@@ -314,7 +314,7 @@ def layer_int(profile, layer, x: np.ndarray, sat: dict, initial_events: np.ndarr
     h = layer.hidden
     gate_one = 1 << GATE_FRAC
     w_zo, e_zo = k.zoneout
-    gx_all = input_sums(profile, layer, x, sat)
+    gx_all = input_sums(layer, x, k.in_exp, sat)
     rec = ExactSums(layer.recurrent_kernel)
     c = np.zeros((b, h), np.int64)
     y = np.zeros((b, h), np.int64) if initial_events is None else initial_events.astype(np.int64)

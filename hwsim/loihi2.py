@@ -144,16 +144,12 @@ def run(graph: Graph, x: np.ndarray, initial_events=None) -> ChipRun:
 
 
 def _activity(net, active: dict, host_messages: int, batch: int, steps: int) -> Activity:
-    messages = {name: a for name, a in active.items() if name != "input"}
+    messages = {name: a for name, a in active.items() if name != "input"}  # sent by the chip's neurons
+    # every phase line pulses once per input step of every sequence
+    active = {**active, "phase": np.full(net.populations["phase"].size, float(batch * steps))}
     synaptic_ops = {name: np.zeros(p.size) for name, p in net.populations.items() if p.kind != "source"}
     for c in net.connections:
-        if c.source == "phase":
-            continue  # constants: counted below from the lines' pulses
-        counts = active[c.source][c.cols] * (c.values != 0)
-        np.add.at(synaptic_ops[c.target], c.rows, counts)
-    for c in net.connections:
-        if c.source == "phase":  # every line pulses once per input step of every sequence
-            np.add.at(synaptic_ops[c.target], c.rows, float(batch * steps) * (c.values != 0))
+        np.add.at(synaptic_ops[c.target], c.rows, active[c.source][c.cols] * (c.values != 0))
     return Activity(messages, synaptic_ops, host_messages, batch, steps)
 
 
